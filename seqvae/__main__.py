@@ -1,0 +1,5 @@
+import sys
+
+from seqvae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,348 @@
+"""Compositions: which component fills each slot, with which options, and how to train it.
+
+A composition is a YAML mapping (built-in ones live in ``registry.yaml``)::
+
+    description: ...
+    base: zforcing            # optional: start from another composition, then deep-merge
+    model:
+      latent_dim: 256
+      likelihood: {component: gaussian}
+      decoder:    {component: latent-lstm, embed: 512, hidden: 1024}
+      encoder:    {component: backward-lstm, embed: 512, hidden: 1024, mlp: 512}
+      prior:      {component: gaussian-mlp, hidden: 512}
+      aux:                    # zero or more, by a name of your choice
+        reconstruction: {component: summary-reconstruction, hidden: 512}
+    objective: {kl_weight: {start: 0.2, end: 1.0, step: 5.0e-5}, aux_weights: {reconstruction: 1.0}}
+    train: {lr: 1.0e-3, batch_size: 32}
+
+In a ``base:`` merge and in ``--set`` overrides, ``null`` deletes a key (``--set
+model.aux.reconstruction=null`` drops that objective).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib.resources
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqvae.errors import ConfigError, UserError
+from seqvae.model import SequenceModel
+from seqvae.options import parse, to_plain
+from seqvae.registry import Registry, default_registry
+from seqvae.slots import BuildContext
+from seqvae.yamlio import load_yaml, loads
+
+MODEL_SLOTS = ("likelihood", "decoder", "encoder", "prior")
+TOP_KEYS = ("description", "base", "model", "objective", "train")
+
+
+@dataclass
+class Schedule:
+    """A weight that moves linearly from ``start`` to ``end`` by ``step`` per update."""
+
+    start: float = 1.0
+    end: float | None = None
+    """None: stays at ``start``."""
+    step: float = 5e-5
+
+    @classmethod
+    def from_scalar(cls, value: float) -> Schedule:
+        return cls(start=value, end=value)
+
+    def at(self, update: int) -> float:
+        end = self.start if self.end is None else self.end
+        moved = self.step * update
+        if end >= self.start:
+            return min(end, self.start + moved)
+        return max(end, self.start - moved)
+
+    def validate(self) -> str | None:
+        return "step: expected a value >= 0" if self.step < 0 else None
+
+
+@dataclass
+class ObjectiveConfig:
+    """How the per-step terms combine into the training loss."""
+
+    kl_weight: Schedule = field(default_factory=lambda: Schedule(1.0))
+    free_bits: float = 0.0
+    """Minimum KL in nats per step and latent dimension (0: off)."""
+    aux_weights: dict[str, Schedule] = field(default_factory=dict)
+    """Weight schedule per auxiliary objective, by its name under model.aux (default 1)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser and loop settings."""
+
+    lr: float = 1e-3
+    adam_eps: float = 1e-8
+    clip: float = 100.0
+    """Gradient-norm clip; 0 disables."""
+    batch_size: int = 32
+    log_every: int = 50
+    eval_every: int = 500
+    """Validation ELBO every this many updates (0: only at the end)."""
+
+    def validate(self) -> str | None:
+        if self.batch_size < 1:
+            return "batch_size: expected a positive int"
+        if self.lr <= 0:
+            return "lr: expected a positive float"
+        return None
+
+
+@dataclass
+class SlotSpec:
+    component: str
+    options: Any
+    path: str
+
+
+@dataclass
+class Composition:
+    """A validated composition: components resolved, options typed, defaults filled in."""
+
+    name: str
+    source: str
+    description: str
+    latent_dim: int
+    slots: dict[str, SlotSpec]
+    aux: dict[str, SlotSpec]
+    objective: ObjectiveConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved composition; valid input to :func:`load_composition` again."""
+
+        def spec(s: SlotSpec) -> dict[str, Any]:
+            return {"component": s.component, **to_plain(s.options)}
+
+        model: dict[str, Any] = {"latent_dim": self.latent_dim}
+        model.update({slot: spec(s) for slot, s in self.slots.items()})
+        model["aux"] = {name: spec(s) for name, s in self.aux.items()}
+        return {
+            "description": self.description,
+            "model": model,
+            "objective": to_plain(self.objective),
+            "train": to_plain(self.train),
+        }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def registry_file() -> Path:
+    """The built-in registry.yaml (inside the installed package)."""
+    return Path(str(importlib.resources.files("seqvae").joinpath("registry.yaml")))
+
+
+def builtin_compositions() -> dict[str, dict[str, Any]]:
+    data = load_yaml(registry_file()) or {}
+    compositions = data.get("compositions") or {}
+    if not isinstance(compositions, dict):
+        raise UserError(f"{registry_file()}: compositions: expected a mapping")
+    return compositions
+
+
+def load_composition(
+    name_or_path: str,
+    overrides: list[str] | None = None,
+    registry: Registry | None = None,
+) -> Composition:
+    """Resolve a built-in name or a YAML file, apply ``--set`` overrides and validate."""
+    raw, source, name = _resolve(name_or_path)
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return validate(raw, registry or default_registry(), source=source, name=name)
+
+
+def _resolve(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, str, str]:
+    builtins = builtin_compositions()
+    path = Path(name_or_path)
+    if name_or_path in builtins:
+        raw, source, name = builtins[name_or_path], f"{registry_file()} ({name_or_path})", name_or_path
+    elif path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"{path}: composition file not found")
+        raw, source, name = load_yaml(path), str(path), path.stem
+    else:
+        close = difflib.get_close_matches(name_or_path, list(builtins), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UserError(
+            f"unknown model {name_or_path!r}{hint} (built-in: {', '.join(builtins)}; "
+            "or pass a composition .yaml file)"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError("", "expected a mapping with keys model, objective, train", source)
+    base = raw.get("base")
+    if base is None:
+        return raw, source, name
+    if not isinstance(base, str):
+        raise ConfigError("base", f"expected the name or file of a composition, got {base!r}", source)
+    if base in seen:
+        raise ConfigError("base", f"cycle in base compositions: {' -> '.join((*seen, base))}", source)
+    base_raw, _, _ = _resolve(base, (*seen, name_or_path))
+    merged = _merge(base_raw, {k: v for k, v in raw.items() if k != "base"})
+    return merged, source, name
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep merge of mappings; ``None`` in ``over`` deletes the key."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif key in out:
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. model.decoder.hidden=256")
+    value = loads(text, source=f"--set {key}")
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(raw: dict, registry: Registry, source: str = "<composition>", name: str = "custom") -> Composition:
+    """Check every key, component name, option and type; fill in defaults."""
+    for key in raw:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(str(key), f"unknown key{hint} (expected: {', '.join(TOP_KEYS)})", source)
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        raise ConfigError("model", "expected a mapping of slots (decoder, likelihood, ...)", source)
+    for key in model:
+        if key not in (*MODEL_SLOTS, "aux", "latent_dim"):
+            raise ConfigError(
+                f"model.{key}", f"unknown slot (slots: {', '.join(MODEL_SLOTS)}, aux, latent_dim)", source
+            )
+
+    slots: dict[str, SlotSpec] = {}
+    for slot in MODEL_SLOTS:
+        if model.get(slot) is not None:
+            slots[slot] = _slot_spec(registry, slot, model[slot], f"model.{slot}", source)
+    for slot in ("likelihood", "decoder"):
+        if slot not in slots:
+            raise ConfigError(f"model.{slot}", "missing slot: every model needs one", source)
+
+    decoder_cls = registry.get("decoder", slots["decoder"].component).cls
+    latent_dim = model.get("latent_dim", 0)
+    if not isinstance(latent_dim, int) or isinstance(latent_dim, bool) or latent_dim < 0:
+        raise ConfigError("model.latent_dim", f"expected a non-negative int, got {latent_dim!r}", source)
+    if decoder_cls.uses_latent:
+        for slot in ("encoder", "prior"):
+            if slot not in slots:
+                raise ConfigError(
+                    f"model.{slot}",
+                    f"missing slot: decoder {decoder_cls.name!r} draws latents, so it needs one",
+                    source,
+                )
+        if latent_dim < 1:
+            raise ConfigError("model.latent_dim", f"decoder {decoder_cls.name!r} needs latent_dim >= 1", source)
+    else:
+        for slot in ("encoder", "prior"):
+            if slot in slots:
+                raise ConfigError(
+                    f"model.{slot}",
+                    f"decoder {decoder_cls.name!r} has no latent variables; remove this slot",
+                    source,
+                )
+
+    aux_raw = model.get("aux") or {}
+    if not isinstance(aux_raw, dict):
+        raise ConfigError("model.aux", "expected a mapping from a name to {component: ..., options}", source)
+    aux = {key: _slot_spec(registry, "aux", spec, f"model.aux.{key}", source) for key, spec in aux_raw.items()}
+
+    objective = parse(ObjectiveConfig, raw.get("objective"), "objective", source)
+    for key in objective.aux_weights:
+        if key not in aux:
+            raise ConfigError(
+                f"objective.aux_weights.{key}",
+                f"no auxiliary objective named {key!r} under model.aux (have: {', '.join(aux) or 'none'})",
+                source,
+            )
+    for key in aux:
+        objective.aux_weights.setdefault(key, Schedule(1.0))
+    train = parse(TrainConfig, raw.get("train"), "train", source)
+    description = raw.get("description") or ""
+    return Composition(name, source, str(description), latent_dim, slots, aux, objective, train)
+
+
+def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str) -> SlotSpec:
+    if not isinstance(spec, dict) or "component" not in spec:
+        raise ConfigError(path, "expected a mapping with a `component` key and its options", source)
+    spec = dict(spec)
+    component = spec.pop("component")
+    if not isinstance(component, str):
+        raise ConfigError(f"{path}.component", f"expected a component name, got {component!r}", source)
+    try:
+        entry = registry.get(kind, component)
+    except UserError as error:
+        raise ConfigError(f"{path}.component", str(error), source) from None
+    options = parse(entry.cls.Options, spec, path, source)
+    return SlotSpec(component, options, path)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_model(comp: Composition, x_dim: int, registry: Registry | None = None) -> SequenceModel:
+    """Instantiate the components in build order; dimension mismatches raise ConfigError."""
+    registry = registry or default_registry()
+    ctx = BuildContext(x_dim=x_dim, z_dim=comp.latent_dim)
+
+    def make(kind: str, spec: SlotSpec):
+        ctx.path = spec.path
+        cls = registry.get(kind, spec.component).cls
+        try:
+            return cls(spec.options, ctx)
+        except ConfigError as error:
+            error.source = error.source or comp.source
+            raise
+
+    likelihood = make("likelihood", comp.slots["likelihood"])
+    ctx.likelihood = likelihood
+    ctx.param_dim = likelihood.param_dim(x_dim)
+    decoder = make("decoder", comp.slots["decoder"])
+    ctx.cond_dim, ctx.context_dim = decoder.cond_dim, decoder.context_dim
+    encoder = prior = None
+    if decoder.uses_latent:
+        encoder = make("encoder", comp.slots["encoder"])
+        ctx.summary_dim = encoder.summary_dim
+        prior = make("prior", comp.slots["prior"])
+    aux = {key: make("aux", spec) for key, spec in comp.aux.items()}
+    return SequenceModel(likelihood, decoder, encoder, prior, aux, x_dim=x_dim, z_dim=comp.latent_dim)

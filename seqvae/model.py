@@ -1,0 +1,153 @@
+"""The engine: one generic unroll for every composition.
+
+    precompute (decoder, then encoder)  ->  step loop over t  ->  batched prior and emission
+
+Nothing here knows which model it runs; see :mod:`seqvae.slots` for the contracts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seqvae.nn import gaussian_kl
+from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior
+
+
+@dataclass
+class Trace:
+    """Everything one unroll produced, time-major. Auxiliary objectives read from it."""
+
+    u: Tensor  # (T, B, D) inputs, u_t = x_{t-1}
+    x: Tensor  # (T, B, D) targets
+    mask: Tensor  # (T, B) 1 on real steps
+    params: Tensor  # (T, B, P) emission parameters
+    pre: dict[str, Tensor]  # the decoder's precompute
+    likelihood: Likelihood  # scores observations (for auxiliary objectives that predict x)
+    z: Tensor | None = None  # (T, B, Z)
+    cond: Tensor | None = None  # (T, B, C) what prior and posterior read
+    post_mu: Tensor | None = None
+    post_logvar: Tensor | None = None
+    prior_mu: Tensor | None = None
+    prior_logvar: Tensor | None = None
+    summary: Tensor | None = None  # (T, B, S) the encoder's per-step summary
+
+    def kl_per_dim(self) -> Tensor:
+        """Analytic KL(q || p) per step and latent dimension (T, B, Z), masked."""
+        if self.z is None:
+            return self.mask.new_zeros(*self.mask.shape, 0)
+        kl = gaussian_kl(self.post_mu, self.post_logvar, self.prior_mu, self.prior_logvar)
+        return kl * self.mask.unsqueeze(-1)
+
+
+class SequenceModel(nn.Module):
+    """A composition of slot components, unrolled by one generic loop."""
+
+    def __init__(
+        self,
+        likelihood: Likelihood,
+        decoder: Decoder,
+        encoder: Encoder | None = None,
+        prior: Prior | None = None,
+        aux: dict[str, AuxObjective] | None = None,
+        *,
+        x_dim: int,
+        z_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.likelihood = likelihood
+        self.decoder = decoder
+        self.encoder = encoder
+        self.prior = prior
+        self.aux = nn.ModuleDict(aux or {})
+        self.x_dim = x_dim
+        self.z_dim = z_dim
+
+    def forward(self, u: Tensor, x: Tensor, mask: Tensor, noise: Tensor | None = None) -> Trace:
+        """Unroll over a time-major batch; ``noise`` (T, B, Z) fixes the posterior samples."""
+        pre, _ = self.decoder.precompute(u)
+        state = self.decoder.initial_state(u.shape[1])
+        if not self.decoder.uses_latent:
+            out, _ = self.decoder.unroll(pre, state)
+            params = self.decoder.emission(out, None, pre)
+            return Trace(u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood)
+
+        enc = self.encoder.precompute(x, mask, self.decoder.context(pre))
+        steps, batch = x.shape[:2]
+        if noise is None:
+            noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
+        # unbind once: indexing [t] inside the loop would allocate a full-size gradient per step
+        pre_steps = _unbind_dict(pre)
+        feature_steps = enc.features.unbind(0)
+        noise_steps = noise.unbind(0)
+        prior_in_loop = self.encoder.uses_prior
+        conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
+
+        for t in range(steps):
+            def draw(cond: Tensor, t: int = t) -> Tensor:
+                prior = None
+                if prior_in_loop:
+                    prior = self.prior(cond)
+                    prior_mus.append(prior[0])
+                    prior_logvars.append(prior[1])
+                mu, logvar = self.encoder.posterior(cond, feature_steps[t], prior)
+                z = mu + torch.exp(0.5 * logvar) * noise_steps[t]
+                conds.append(cond)
+                mus.append(mu)
+                logvars.append(logvar)
+                zs.append(z)
+                return z
+
+            state, out_t = self.decoder.step(state, pre_steps[t], draw)
+            outs.append(out_t)
+
+        cond = torch.stack(conds)
+        if prior_in_loop:
+            prior_mu, prior_logvar = torch.stack(prior_mus), torch.stack(prior_logvars)
+        else:  # one batched call over all steps instead of T small ones
+            prior_mu, prior_logvar = self.prior(cond)
+        z = torch.stack(zs)
+        params = self.decoder.emission(torch.stack(outs), z, pre)
+        return Trace(
+            u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, z=z, cond=cond,
+            post_mu=torch.stack(mus), post_logvar=torch.stack(logvars),
+            prior_mu=prior_mu, prior_logvar=prior_logvar, summary=enc.summary,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int, device: torch.device | str = "cpu") -> Tensor:
+        """Ancestral sampling from the prior: (steps, n, D), feeding each x_t back as u_{t+1}."""
+        u = torch.zeros(1, n, self.x_dim, device=device)
+        state = self.decoder.initial_state(n)
+        carry = None
+        xs = []
+        for _ in range(steps):
+            pre, carry = self.decoder.precompute(u, carry)
+            pre_t = {k: v[0] for k, v in pre.items()}
+            zs = []
+
+            def draw(cond: Tensor) -> Tensor:
+                mu, logvar = self.prior(cond)
+                z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+                zs.append(z)
+                return z
+
+            if self.decoder.uses_latent:
+                state, out_t = self.decoder.step(state, pre_t, draw)
+                out = out_t.unsqueeze(0)
+            else:
+                out, state = self.decoder.unroll(pre, state)
+            z = zs[0].unsqueeze(0) if zs else None
+            x_t = self.likelihood.sample(self.decoder.emission(out, z, pre))
+            xs.append(x_t[0])
+            u = x_t
+        return torch.stack(xs)
+
+
+def _unbind_dict(tensors: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+    keys = list(tensors)
+    if not keys:
+        return []
+    return [dict(zip(keys, values)) for values in zip(*(tensors[k].unbind(0) for k in keys))]

@@ -1,0 +1,67 @@
+"""From an unrolled :class:`~seqvae.model.Trace` to the training loss and the reported terms.
+
+Maximised: sum_t m_t [ log p(x_t | .) - beta KL_t + sum_k w_k aux_k,t ]. The reported ELBO uses
+beta = 1, no free bits and no auxiliary terms. All sums are over real steps (the mask), and
+per-sequence values are averaged over the batch: nats per sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from seqvae.composition import ObjectiveConfig
+from seqvae.model import SequenceModel, Trace
+
+
+@dataclass
+class Terms:
+    """Per-sequence terms (B,) of one batch, plus the weighted training loss (scalar)."""
+
+    loss: Tensor
+    log_px: Tensor
+    kl: Tensor
+    aux: dict[str, Tensor]
+
+    @property
+    def elbo(self) -> Tensor:
+        return self.log_px - self.kl
+
+
+def compute_terms(
+    model: SequenceModel,
+    trace: Trace,
+    objective: ObjectiveConfig,
+    update: int = 0,
+    training: bool = True,
+) -> Terms:
+    """Assemble the loss at optimiser update ``update`` (which sets the schedules)."""
+    mask = trace.mask
+    log_px = (trace.likelihood.log_prob(trace.params, trace.x) * mask).sum(0)
+    kl_dims = trace.kl_per_dim()
+    kl = kl_dims.sum((0, 2))
+    if training and objective.free_bits > 0:
+        kl_train = (kl_dims.clamp_min(objective.free_bits) * mask.unsqueeze(-1)).sum((0, 2))
+    else:
+        kl_train = kl
+    beta = objective.kl_weight.at(update) if training else 1.0
+    per_sequence = -log_px + beta * kl_train
+    aux = {}
+    for key, term in model.aux.items():
+        weight = objective.aux_weights[key].at(update)
+        if training and weight == 0.0:
+            continue  # a switched-off objective costs nothing in training
+        aux[key] = (term(trace) * mask).sum(0)
+        if training:
+            per_sequence = per_sequence - weight * aux[key]
+    return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux)
+
+
+def weights_at(objective: ObjectiveConfig, update: int) -> dict[str, float]:
+    """The schedule values at an update, for logs."""
+    out = {"kl_weight": objective.kl_weight.at(update)}
+    out.update({f"aux_weight/{k}": s.at(update) for k, s in objective.aux_weights.items()})
+    return out
+
+

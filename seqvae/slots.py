@@ -1,0 +1,226 @@
+"""The slot interfaces every model is assembled from.
+
+A model is one component per slot: a *decoder* (generative recurrence and emission
+parameters), a *likelihood* (the output distribution family), and, for latent-variable
+models, a *prior* and an *encoder* (inference network), plus zero or more *auxiliary
+objectives*. The engine (:mod:`seqvae.model`) only ever talks to these interfaces.
+
+The step contract was written with five dependency structures in view:
+
+=========  ================================  ==============================  ===================
+model      decoder state / cond_t            posterior features (encoder)    emission reads
+=========  ================================  ==============================  ===================
+Z-Forcing  (h, c) / h_{t-1}                  backward LSTM b_t               h_t
+VRNN       (h, z_{t-1}) / h_{t-1} (*)        phi_x(x_t) (decoder context)    phi_z(z_t), h_{t-1}
+SRNN       z_{t-1} / [z_{t-1}, d_t]          backward GRU over [d_t, x_t]    z_t, d_t
+STORN      h / nothing used                  forward RNN over x_{1:t}        h_t
+DKF        z_{t-1} / z_{t-1}                 backward RNN (combiner)         z_t
+=========  ================================  ==============================  ===================
+
+(*) a decoder whose recurrence reads x_t *after* emitting it (VRNN) applies that update at the
+start of step t+1, where x_t is the input u_{t+1}: every decoder reads u_t = x_{t-1} at step t,
+which also makes ancestral sampling uniform.
+
+Components are ``nn.Module`` subclasses constructed as ``Cls(options, ctx)``, where ``options``
+is an instance of the class's ``Options`` dataclass (validated from YAML) and ``ctx`` a
+:class:`BuildContext` holding the dimensions fixed by the slots built before it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from seqvae.model import Trace
+
+State = tuple[Tensor, ...]
+"""A decoder's recurrent state: a tuple of (B, ...) tensors."""
+
+Draw = Callable[[Tensor], Tensor]
+"""``draw(cond_t) -> z_t``: given what the prior and posterior condition on at step t, return
+z_t (a posterior sample in training, a prior sample when generating)."""
+
+
+@dataclass
+class NoOptions:
+    """For components without options."""
+
+
+@dataclass
+class BuildContext:
+    """Dimensions known when a component is built; build order is likelihood, decoder,
+    encoder, prior, auxiliary objectives, and each fills in what it fixes."""
+
+    x_dim: int
+    """Size of one stored observation x_t (for class indices: 1)."""
+    z_dim: int = 0
+    """Latent size; 0 for latent-free models."""
+    likelihood: Likelihood | None = None
+    param_dim: int = 0
+    """Number of emission parameters per step (set by the likelihood)."""
+    cond_dim: int = 0
+    """Size of cond_t, what the prior and posterior read at step t (set by the decoder)."""
+    context_dim: int = 0
+    """Size of the per-step sequence features the decoder shares with encoders (0: none)."""
+    summary_dim: int = 0
+    """Size of the per-step summary the encoder shares with auxiliary objectives (0: none)."""
+    path: str = "model"
+    """YAML path of the slot being built, for error messages."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Component(nn.Module):
+    """Base of every slot component: a registered ``name`` and an ``Options`` dataclass."""
+
+    slot: ClassVar[str]
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any, ctx: BuildContext) -> None:
+        super().__init__()
+        self.options = options
+
+
+class Likelihood(Component, ABC):
+    """Output distribution family p(x_t | params_t); owns how observations are embedded."""
+
+    slot = "likelihood"
+
+    @abstractmethod
+    def param_dim(self, x_dim: int) -> int:
+        """Number of parameters per step for observations of size ``x_dim``."""
+
+    @abstractmethod
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """log p(x | params), summed over feature dimensions: (..., P), (..., D) -> (...)."""
+
+    @abstractmethod
+    def sample(self, params: Tensor) -> Tensor:
+        """Draw observations (..., D) in the stored format."""
+
+    @abstractmethod
+    def input_embedding(self, x_dim: int, out_dim: int) -> nn.Module:
+        """A module mapping stored observations (..., x_dim) to features (..., out_dim)."""
+
+
+class Decoder(Component, ABC):
+    """Generative recurrence and emission parameters.
+
+    Set ``self.cond_dim`` (and ``self.context_dim`` if :meth:`context` returns features) in
+    ``__init__``. The engine calls :meth:`precompute` once per sequence, :meth:`initial_state`,
+    then :meth:`step` for t = 1..T, then :meth:`emission` once over all steps. Work that does not
+    depend on the recurrence belongs in :meth:`precompute` or :meth:`emission`, where it runs as
+    a few large batched operations instead of T small ones.
+    """
+
+    slot = "decoder"
+    uses_latent: ClassVar[bool] = True
+    """False for deterministic decoders; those implement :meth:`unroll` instead of the loop."""
+    cond_dim: int = 0
+    context_dim: int = 0
+
+    @abstractmethod
+    def precompute(self, u: Tensor, carry: Any = None) -> tuple[dict[str, Tensor], Any]:
+        """Loop-independent work over the inputs u (T, B, D), u_t = x_{t-1}.
+
+        Returns time-major per-step tensors (T, B, ...) handed to :meth:`step` one step at a
+        time, and a ``carry`` that lets a sampler call this again on the next chunk of inputs
+        (a fused RNN over u returns its last hidden state; stateless decoders return None).
+        """
+
+    @abstractmethod
+    def initial_state(self, batch: int) -> State:
+        """The state before step 1."""
+
+    def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
+        """One generative step: call ``draw(cond_t)`` exactly once to obtain z_t, then return
+        the new state and out_t, the per-step tensor that :meth:`emission` reads."""
+        raise NotImplementedError(f"decoder {self.name!r} has no step loop")
+
+    def unroll(self, pre: dict[str, Tensor], state: State) -> tuple[Tensor, State]:
+        """Latent-free decoders: out (T, B, F) for all steps at once (a fused RNN), and the
+        state after the last step."""
+        raise NotImplementedError(f"decoder {self.name!r} has no fused unroll")
+
+    @abstractmethod
+    def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:
+        """Emission parameters (T, B, P) from the stacked outputs, latents and precompute."""
+
+    def context(self, pre: dict[str, Tensor]) -> Tensor | None:
+        """Per-step features (T, B, context_dim) that encoders may read (SRNN's d_t)."""
+        return None
+
+
+@dataclass
+class EncoderFeatures:
+    """What an encoder computes once per sequence."""
+
+    features: Tensor
+    """(T, B, F): the loop-independent part of the posterior input at each step."""
+    summary: Tensor | None = None
+    """(T, B, S): a summary of the observations per step (Z-Forcing's b_t) that auxiliary
+    objectives may reconstruct; zero on padding."""
+
+
+class Encoder(Component, ABC):
+    """Inference network: gives q(z_t | cond_t, features_t) at each step.
+
+    Set ``self.summary_dim`` in ``__init__`` when :meth:`precompute` returns a summary.
+    """
+
+    slot = "encoder"
+    uses_prior: ClassVar[bool] = False
+    """True if :meth:`posterior` needs the prior's (mu, logvar) at step t (residual posteriors);
+    the engine then evaluates the prior inside the loop instead of once after it."""
+    summary_dim: int = 0
+
+    @abstractmethod
+    def precompute(self, x: Tensor, mask: Tensor, context: Tensor | None) -> EncoderFeatures:
+        """Sequence-level work: x (T, B, D), mask (T, B), the decoder's context or None."""
+
+    @abstractmethod
+    def posterior(
+        self, cond: Tensor, features: Tensor, prior: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(z_t | ...), each (B, Z), at one step."""
+
+
+class Prior(Component, ABC):
+    """p(z_t | cond_t) as a diagonal Gaussian; must work on any leading shape, because the
+    engine evaluates it on all steps at once after the loop when it can."""
+
+    slot = "prior"
+
+    @abstractmethod
+    def forward(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar), each (..., Z), from cond (..., C)."""
+
+
+class AuxObjective(Component, ABC):
+    """An extra per-step term of the training objective, weighted by a schedule.
+
+    Returns a (T, B) tensor to be *maximised* (a log-likelihood, or a negated cost); the engine
+    masks it and multiplies it by the composition's weight for this objective. Auxiliary terms
+    never enter the reported ELBO.
+    """
+
+    slot = "aux"
+
+    @abstractmethod
+    def forward(self, trace: Trace) -> Tensor:
+        """Per-step term (T, B) from the unrolled model."""
+
+
+SLOTS: dict[str, type[Component]] = {
+    "likelihood": Likelihood,
+    "decoder": Decoder,
+    "encoder": Encoder,
+    "prior": Prior,
+    "aux": AuxObjective,
+}
+"""Model slots, in build order."""

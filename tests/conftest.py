@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny compositions and a small npz data set written by the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqvae.composition import Composition, build_model, load_composition
+from seqvae.demo import write_demo_npz
+from seqvae.model import SequenceModel
+
+TINY = [
+    "model.latent_dim=4", "model.decoder.embed=8", "model.decoder.hidden=12",
+    "model.encoder.embed=8", "model.encoder.hidden=10", "model.encoder.mlp=9",
+    "model.prior.hidden=7", "train.batch_size=16", "train.log_every=10", "train.eval_every=0",
+]  # fmt: skip
+"""Small sizes for every slot of the built-in Z-Forcing compositions."""
+
+
+def tiny(name: str = "zforcing", *overrides: str) -> Composition:
+    extra = ["model.aux.reconstruction.hidden=6"] if name == "zforcing" else []
+    return load_composition(name, [*TINY, *extra, *overrides])
+
+
+def tiny_model(name: str = "zforcing", *overrides: str, x_dim: int = 3, seed: int = 0) -> tuple[SequenceModel, Composition]:
+    torch.manual_seed(seed)
+    comp = tiny(name, *overrides)
+    return build_model(comp, x_dim), comp
+
+
+def batch(steps: int = 6, size: int = 2, x_dim: int = 3, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    """A time-major batch (u, x, mask) with u_t = x_{t-1} and a full mask."""
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randn(steps + 1, size, x_dim, generator=g)
+    return seq[:-1], seq[1:], torch.ones(steps, size)
+
+
+@pytest.fixture
+def toy_npz(tmp_path: Path) -> Path:
+    return write_demo_npz(tmp_path / "toy.npz", dims=3, steps=12)
