@@ -74,7 +74,7 @@ class SequenceModel(nn.Module):
             params = self.decoder.emission(out, None, pre)
             return Trace(u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood)
 
-        enc = self.encoder.precompute(x, mask, self.decoder.context(pre))
+        enc = self.encoder.precompute(x, mask, self.decoder.context(pre, x))
         steps, batch = x.shape[:2]
         if noise is None:
             noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)

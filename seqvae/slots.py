@@ -151,8 +151,10 @@ class Decoder(Component, ABC):
     def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:
         """Emission parameters (T, B, P) from the stacked outputs, latents and precompute."""
 
-    def context(self, pre: dict[str, Tensor]) -> Tensor | None:
-        """Per-step features (T, B, context_dim) that encoders may read (SRNN's d_t)."""
+    def context(self, pre: dict[str, Tensor], x: Tensor) -> Tensor | None:
+        """Per-step features (T, B, context_dim) that encoders may read at step t, computed by
+        the decoder's own modules from its precompute and/or the targets x (T, B, D): SRNN's
+        d_t, or VRNN's shared phi_x(x_t). None if the decoder shares nothing."""
         return None
 
 
