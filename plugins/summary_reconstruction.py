@@ -5,7 +5,12 @@
 
 p_xi is a diagonal Gaussian with (tanh(mu), logvar) = MLP(input); the ``l2`` cost replaces the
 log-density by -sum (b_t - tanh(mu))^2. b_t is the encoder's per-step summary, detached: the cost
-trains the latents and this network, never the encoder's RNN.
+trains the latents (through the posterior network) and this network, never the encoder's RNN.
+
+Detaching the target is not enough for that: z_t itself is computed from b_t (and h_{t-1} from
+earlier z's), so the cost reads ``trace.local_z()``, the same z_t with its inputs detached, and
+h_{t-1} detached. This follows the issue's requirement of exactly zero gradient into the
+backward RNN; the authors' code lets the cost reach it (and the decoder) through z_t.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ class SummaryReconstruction(AuxObjective):
         self.net = mlp([in_dim, options.hidden, 2 * ctx.summary_dim])
 
     def forward(self, trace) -> Tensor:
-        inputs = trace.z if self.options.z_force else torch.cat([trace.cond, trace.z], dim=-1)
+        z = trace.local_z()
+        inputs = z if self.options.z_force else torch.cat([trace.cond.detach(), z], dim=-1)
         mu, logvar = split_gaussian(self.net(inputs))
         target = trace.summary.detach()
         mean = torch.tanh(mu)

@@ -3,16 +3,16 @@
 A composition is a YAML mapping (built-in ones live in ``registry.yaml``)::
 
     description: ...
-    base: zforcing            # optional: start from another composition, then deep-merge
+    base: NAME                # optional: start from another composition, then deep-merge
     model:
       latent_dim: 256
       likelihood: {component: gaussian}
       decoder:    {component: latent-lstm, embed: 512, hidden: 1024}
       encoder:    {component: backward-lstm, embed: 512, hidden: 1024, mlp: 512}
       prior:      {component: gaussian-mlp, hidden: 512}
-      aux:                    # zero or more, by a name of your choice
-        reconstruction: {component: summary-reconstruction, hidden: 512}
-    objective: {kl_weight: {start: 0.2, end: 1.0, step: 5.0e-5}, aux_weights: {reconstruction: 1.0}}
+      aux:                    # zero or more, by a name of your choice; `weight` is a schedule
+        reconstruction: {component: summary-reconstruction, hidden: 512, weight: 0.5}
+    objective: {kl_weight: {start: 0.2, end: 1.0, step: 5.0e-5}, free_bits: 0.0}
     train: {lr: 1.0e-3, batch_size: 32}
 
 In a ``base:`` merge and in ``--set`` overrides, ``null`` deletes a key (``--set
@@ -71,8 +71,6 @@ class ObjectiveConfig:
     kl_weight: Schedule = field(default_factory=lambda: Schedule(1.0))
     free_bits: float = 0.0
     """Minimum KL in nats per step and latent dimension (0: off)."""
-    aux_weights: dict[str, Schedule] = field(default_factory=dict)
-    """Weight schedule per auxiliary objective, by its name under model.aux (default 1)."""
 
 
 @dataclass
@@ -101,6 +99,8 @@ class SlotSpec:
     component: str
     options: Any
     path: str
+    weight: Schedule | None = None
+    """Auxiliary objectives only: the weight schedule (key ``weight``, default 1)."""
 
 
 @dataclass
@@ -120,7 +120,8 @@ class Composition:
         """The resolved composition; valid input to :func:`load_composition` again."""
 
         def spec(s: SlotSpec) -> dict[str, Any]:
-            return {"component": s.component, **to_plain(s.options)}
+            weight = {} if s.weight is None else {"weight": to_plain(s.weight)}
+            return {"component": s.component, **to_plain(s.options), **weight}
 
         model: dict[str, Any] = {"latent_dim": self.latent_dim}
         model.update({slot: spec(s) for slot, s in self.slots.items()})
@@ -288,15 +289,6 @@ def validate(raw: dict, registry: Registry, source: str = "<composition>", name:
     aux = {key: _slot_spec(registry, "aux", spec, f"model.aux.{key}", source) for key, spec in aux_raw.items()}
 
     objective = parse(ObjectiveConfig, raw.get("objective"), "objective", source)
-    for key in objective.aux_weights:
-        if key not in aux:
-            raise ConfigError(
-                f"objective.aux_weights.{key}",
-                f"no auxiliary objective named {key!r} under model.aux (have: {', '.join(aux) or 'none'})",
-                source,
-            )
-    for key in aux:
-        objective.aux_weights.setdefault(key, Schedule(1.0))
     train = parse(TrainConfig, raw.get("train"), "train", source)
     description = raw.get("description") or ""
     return Composition(name, source, str(description), latent_dim, slots, aux, objective, train)
@@ -307,6 +299,9 @@ def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str)
         raise ConfigError(path, "expected a mapping with a `component` key and its options", source)
     spec = dict(spec)
     component = spec.pop("component")
+    weight = None
+    if kind == "aux":
+        weight = parse(_Weight, {"weight": spec.pop("weight", 1.0)}, path, source).weight
     if not isinstance(component, str):
         raise ConfigError(f"{path}.component", f"expected a component name, got {component!r}", source)
     try:
@@ -314,7 +309,12 @@ def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str)
     except UserError as error:
         raise ConfigError(f"{path}.component", str(error), source) from None
     options = parse(entry.cls.Options, spec, path, source)
-    return SlotSpec(component, options, path)
+    return SlotSpec(component, options, path, weight)
+
+
+@dataclass
+class _Weight:
+    weight: Schedule
 
 
 # --------------------------------------------------------------------------- building

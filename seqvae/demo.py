@@ -46,7 +46,7 @@ SMALL = [
     "model.encoder.embed=64", "model.encoder.hidden=128", "model.encoder.mlp=64",
     "model.prior.hidden=64", "model.aux.reconstruction.hidden=64", "train.eval_every=100",
     # a short run: anneal the KL weight to 1 within it, keep the auxiliary weight small
-    "objective.kl_weight.step=0.003", "objective.aux_weights.reconstruction=0.005",
+    "objective.kl_weight.step=0.003", "model.aux.reconstruction.weight=0.005",
 ]  # fmt: skip
 
 

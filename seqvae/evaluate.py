@@ -35,7 +35,7 @@ def evaluate(
             break
         batch = batch.to(device)
         trace = model(batch.u, batch.x, batch.mask)
-        terms = compute_terms(model, trace, comp.objective, training=False)
+        terms = compute_terms(model, trace, comp, training=False)
         add("sequences", torch.tensor(float(batch.x.shape[1]), device=device))
         add("steps", batch.mask.sum())
         add("elbo", terms.elbo.sum())

@@ -33,6 +33,23 @@ class Trace:
     prior_mu: Tensor | None = None
     prior_logvar: Tensor | None = None
     summary: Tensor | None = None  # (T, B, S) the encoder's per-step summary
+    features: Tensor | None = None  # (T, B, F) the encoder's posterior features
+    noise: Tensor | None = None  # (T, B, Z) the standard-normal draws behind z
+    encoder: Encoder | None = None
+
+    def local_z(self) -> Tensor:
+        """z recomputed from detached (cond_t, features_t) and the same noise.
+
+        The values equal ``z``, but gradients reach only the posterior network's own
+        in-loop parameters, never the encoder's sequence model or the decoder's recurrence.
+        Auxiliary objectives that must not train the inference RNN (a reconstruction cost
+        on a backward summary) read this instead of ``z``.
+        """
+        prior = None
+        if self.encoder.uses_prior:
+            prior = (self.prior_mu.detach(), self.prior_logvar.detach())
+        mu, logvar = self.encoder.posterior(self.cond.detach(), self.features.detach(), prior)
+        return mu + torch.exp(0.5 * logvar) * self.noise
 
     def kl_per_dim(self) -> Tensor:
         """Analytic KL(q || p) per step and latent dimension (T, B, Z), masked."""
@@ -79,7 +96,7 @@ class SequenceModel(nn.Module):
         if noise is None:
             noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
         # unbind once: indexing [t] inside the loop would allocate a full-size gradient per step
-        pre_steps = _unbind_dict(pre)
+        pre_steps = _unbind_dict(pre) or [{}] * steps  # a decoder may precompute nothing
         feature_steps = enc.features.unbind(0)
         noise_steps = noise.unbind(0)
         prior_in_loop = self.encoder.uses_prior
@@ -114,6 +131,7 @@ class SequenceModel(nn.Module):
             u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, z=z, cond=cond,
             post_mu=torch.stack(mus), post_logvar=torch.stack(logvars),
             prior_mu=prior_mu, prior_logvar=prior_logvar, summary=enc.summary,
+            features=enc.features, noise=noise, encoder=self.encoder,
         )  # fmt: skip
 
     @torch.no_grad()

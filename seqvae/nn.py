@@ -77,3 +77,53 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
     index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(0, index)
+
+
+def backward_rnn_states(rnn: nn.RNNBase, inputs: Tensor, mask: Tensor) -> Tensor:
+    """States (T, B, H) of a fused RNN run over each sequence from its last real step back to
+    its first, returned in the original order and zero on padding.
+
+    The state at step t summarises inputs t..L_b of its sequence; one call for the whole batch.
+    """
+    lengths = lengths_from_mask(mask)
+    states, _ = rnn(reverse_padded(inputs, lengths))
+    return reverse_padded(states, lengths) * mask.unsqueeze(-1)
+
+
+def lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM update from pre-activation gates (..., 4H) in (i, f, g, o) order: (h, c)."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def diagonal_gmm_log_prob(x: Tensor, logits: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log sum_k pi_k N(x; mu_k, diag(exp(logvar_k))): x (..., D), logits (..., K),
+    mu and logvar (..., K, D) -> (...). Computed with logsumexp over the components."""
+    per_component = gaussian_log_prob(x.unsqueeze(-2), mu, logvar).sum(-1)
+    return torch.logsumexp(F.log_softmax(logits, dim=-1) + per_component, dim=-1)
+
+
+class SplitMLP(nn.Module):
+    """MLP([a, b]) whose first layer is split into a part acting on a and one acting on b.
+
+    For a posterior whose input is partly known before the step loop (a: sequence features,
+    run through :meth:`first` once for all steps) and partly only inside it (b: the step's
+    condition). ``forward(first(a), b)`` equals an MLP applied to the concatenation [a, b];
+    ``b_dim = 0`` drops b. ``layers`` counts the hidden layers (at least 1).
+    """
+
+    def __init__(self, a_dim: int, b_dim: int, hidden: int, layers: int, out_dim: int) -> None:
+        super().__init__()
+        self.a = nn.Linear(a_dim, hidden)
+        self.b = nn.Linear(b_dim, hidden, bias=False) if b_dim else None
+        self.act = ClampedLeakyReLU()
+        self.rest = mlp([hidden] * max(layers, 1) + [out_dim])
+
+    def first(self, a: Tensor) -> Tensor:
+        """The a-part of the first layer's pre-activation (..., hidden)."""
+        return self.a(a)
+
+    def forward(self, first_a: Tensor, b: Tensor | None = None) -> Tensor:
+        pre = first_a if self.b is None else first_a + self.b(b)
+        return self.rest(self.act(pre))

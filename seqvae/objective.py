@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from seqvae.composition import ObjectiveConfig
+from seqvae.composition import Composition
 from seqvae.model import SequenceModel, Trace
 
 
@@ -32,12 +32,12 @@ class Terms:
 def compute_terms(
     model: SequenceModel,
     trace: Trace,
-    objective: ObjectiveConfig,
+    comp: Composition,
     update: int = 0,
     training: bool = True,
 ) -> Terms:
     """Assemble the loss at optimiser update ``update`` (which sets the schedules)."""
-    mask = trace.mask
+    objective, mask = comp.objective, trace.mask
     log_px = (trace.likelihood.log_prob(trace.params, trace.x) * mask).sum(0)
     kl_dims = trace.kl_per_dim()
     kl = kl_dims.sum((0, 2))
@@ -49,7 +49,7 @@ def compute_terms(
     per_sequence = -log_px + beta * kl_train
     aux = {}
     for key, term in model.aux.items():
-        weight = objective.aux_weights[key].at(update)
+        weight = comp.aux[key].weight.at(update)
         if training and weight == 0.0:
             continue  # a switched-off objective costs nothing in training
         aux[key] = (term(trace) * mask).sum(0)
@@ -58,10 +58,10 @@ def compute_terms(
     return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux)
 
 
-def weights_at(objective: ObjectiveConfig, update: int) -> dict[str, float]:
+def weights_at(comp: Composition, update: int) -> dict[str, float]:
     """The schedule values at an update, for logs."""
-    out = {"kl_weight": objective.kl_weight.at(update)}
-    out.update({f"aux_weight/{k}": s.at(update) for k, s in objective.aux_weights.items()})
+    out = {"kl_weight": comp.objective.kl_weight.at(update)}
+    out.update({f"aux_weight/{k}": spec.weight.at(update) for k, spec in comp.aux.items()})
     return out
 
 

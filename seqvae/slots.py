@@ -5,21 +5,19 @@ parameters), a *likelihood* (the output distribution family), and, for latent-va
 models, a *prior* and an *encoder* (inference network), plus zero or more *auxiliary
 objectives*. The engine (:mod:`seqvae.model`) only ever talks to these interfaces.
 
-The step contract was written with five dependency structures in view:
+The step contract covers the common dependency structures of stochastic RNNs (README.md,
+"How a model is assembled", has a table for the built-in models):
 
-=========  ================================  ==============================  ===================
-model      decoder state / cond_t            posterior features (encoder)    emission reads
-=========  ================================  ==============================  ===================
-Z-Forcing  (h, c) / h_{t-1}                  backward LSTM b_t               h_t
-VRNN       (h, z_{t-1}) / h_{t-1} (*)        phi_x(x_t) (decoder context)    phi_z(z_t), h_{t-1}
-SRNN       z_{t-1} / [z_{t-1}, d_t]          backward GRU over [d_t, x_t]    z_t, d_t
-STORN      h / nothing used                  forward RNN over x_{1:t}        h_t
-DKF        z_{t-1} / z_{t-1}                 backward RNN (combiner)         z_t
-=========  ================================  ==============================  ===================
+- cond_t, what the prior and posterior read at step t, is whatever the decoder passes to
+  ``draw``: a deterministic state h_{t-1}, the previous latent z_{t-1}, both, or features of
+  the inputs;
+- the posterior's sequence-level features come from the encoder's own RNN over x, from the
+  decoder's ``context`` (features the decoder shares), or both;
+- emission parameters may read the new state, the old one, z_t and per-step precompute.
 
-(*) a decoder whose recurrence reads x_t *after* emitting it (VRNN) applies that update at the
-start of step t+1, where x_t is the input u_{t+1}: every decoder reads u_t = x_{t-1} at step t,
-which also makes ancestral sampling uniform.
+A decoder whose recurrence reads x_t *after* emitting it applies that update at the start of
+step t+1, where x_t is the input u_{t+1}: every decoder reads u_t = x_{t-1} at step t, which
+also makes ancestral sampling uniform.
 
 Components are ``nn.Module`` subclasses constructed as ``Cls(options, ctx)``, where ``options``
 is an instance of the class's ``Options`` dataclass (validated from YAML) and ``ctx`` a
@@ -153,8 +151,9 @@ class Decoder(Component, ABC):
 
     def context(self, pre: dict[str, Tensor], x: Tensor) -> Tensor | None:
         """Per-step features (T, B, context_dim) that encoders may read at step t, computed by
-        the decoder's own modules from its precompute and/or the targets x (T, B, D): SRNN's
-        d_t, or VRNN's shared phi_x(x_t). None if the decoder shares nothing."""
+        the decoder's own modules from its precompute and/or the targets x (T, B, D): a
+        deterministic forward state d_t, or a feature extractor phi_x(x_t) shared with the
+        posterior. None if the decoder shares nothing."""
         return None
 
 
@@ -165,8 +164,8 @@ class EncoderFeatures:
     features: Tensor
     """(T, B, F): the loop-independent part of the posterior input at each step."""
     summary: Tensor | None = None
-    """(T, B, S): a summary of the observations per step (Z-Forcing's b_t) that auxiliary
-    objectives may reconstruct; zero on padding."""
+    """(T, B, S): a summary of the observations per step (a backward RNN's b_t) that
+    auxiliary objectives may reconstruct; zero on padding."""
 
 
 class Encoder(Component, ABC):
@@ -189,7 +188,8 @@ class Encoder(Component, ABC):
     def posterior(
         self, cond: Tensor, features: Tensor, prior: tuple[Tensor, Tensor] | None
     ) -> tuple[Tensor, Tensor]:
-        """(mu, logvar) of q(z_t | ...), each (B, Z), at one step."""
+        """(mu, logvar) of q(z_t | ...), each (..., Z); called with (B, ...) inputs at one step
+        inside the loop, and with (T, B, ...) inputs by :meth:`seqvae.model.Trace.local_z`."""
 
 
 class Prior(Component, ABC):

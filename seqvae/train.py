@@ -89,7 +89,7 @@ def train(
                     break
                 batch = batch.to(device)
                 trace = model(batch.u, batch.x, batch.mask)
-                terms = compute_terms(model, trace, comp.objective, update=step)
+                terms = compute_terms(model, trace, comp, update=step)
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 clip = cfg.clip if cfg.clip > 0 else math.inf
@@ -105,10 +105,10 @@ def train(
                 bar.update(1)
                 if step % cfg.log_every == 0 or step == max_steps:
                     record = {
-                        "step": step, "loss": loss_value, "elbo": float(terms.elbo.mean()),
-                        "kl": float(terms.kl.mean()), "grad_norm": grad_norm,
-                        **{f"aux/{k}": float(-v.mean()) for k, v in terms.aux.items()},
-                        **weights_at(comp.objective, step), "seconds": time.perf_counter() - start,
+                        "step": step, "loss": loss_value, "elbo": terms.elbo.detach().mean().item(),
+                        "kl": terms.kl.detach().mean().item(), "grad_norm": grad_norm,
+                        **{f"aux/{k}": -v.detach().mean().item() for k, v in terms.aux.items()},
+                        **weights_at(comp, step), "seconds": time.perf_counter() - start,
                     }  # fmt: skip
                     log.write(json.dumps(record) + "\n")
                     log.flush()
