@@ -62,6 +62,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/<model>-<dataset>-seed<S>)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("sample", parents=[common], help="generate sequences from a model's prior")
+    p.add_argument("checkpoint", help="a checkpoint of `seqvae train` (OUT/checkpoints/last.pt)")
+    p.add_argument("--n", type=int, default=8, help="number of sequences (default 8)")
+    p.add_argument("--steps", type=int, default=100, help="steps per sequence (default 100)")
+    p.add_argument("--out", required=True, help="output .npz; key x holds (n, steps, D)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("bench", parents=[common], help="train, evaluate and compare models")
+    p.add_argument("--models", required=True, help="comma-separated compositions (names or YAML files)")
+    p.add_argument("--dataset", required=True, help="registered data set")
+    p.add_argument("--data", help="data file or folder (default: $SEQVAE_DATA/<dataset>, then ./data/<dataset>)")
+    p.add_argument("--preset", help="hyper-parameter preset from registry.yaml (default: the data set's)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--max-steps", type=int, help="optimiser updates per run")
+    budget.add_argument("--epochs", type=float, help="passes over the training split per run")
+    budget.add_argument("--time-budget", type=float, metavar="MINUTES", help="training minutes per run")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--iwae-k", type=int, default=64, help="importance samples for the test IWAE bound")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every composition (after the preset)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench-<dataset>)")
+    p.set_defaults(run=cmd_bench)
+
+    p = sub.add_parser("eval", parents=[common], help="evaluate one checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--iwae-k", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=cmd_eval)
     return parser
 
 
@@ -90,12 +126,20 @@ def cmd_components(args) -> int:
     return 0
 
 
-def resolve_data_path(dataset: str, data: str | None) -> Path:
-    """--data wins, then $SEQVAE_DATA/<dataset>, then ./data/<dataset>."""
+def resolve_data_path(
+    dataset: str, data: str | None, expected: str = "", source: str = "", embedded: bool = False
+) -> Path | None:
+    """--data wins, then $SEQVAE_DATA/<dataset>, then ./data/<dataset>.
+
+    For an ``embedded`` data set found in none of them, None (it reads its bundled data);
+    otherwise a :class:`UserError` listing the places searched, the ``expected`` files and
+    where such a corpus comes from (``source``).
+    """
+    wanted = f"{dataset} expects {expected}" if expected else ""
     if data:
         path = Path(data).expanduser()
         if not path.exists():
-            raise UserError(f"--data {data}: no such file or folder")
+            raise UserError(f"--data {data}: no such file or folder" + (f" ({wanted})" if wanted else ""))
         return path
     places = []
     if os.environ.get(DATA_ENV):
@@ -104,18 +148,39 @@ def resolve_data_path(dataset: str, data: str | None) -> Path:
     for place in places:
         if place.exists():
             return place
-    raise UserError(
-        f"no data for {dataset!r}: pass --data PATH, or put it in one of: "
-        + ", ".join(str(p) for p in places)
-    )
+    if embedded:
+        return None
+    unset = "" if os.environ.get(DATA_ENV) else f" (${DATA_ENV} is not set)"
+    lines = [
+        f"no data for {dataset!r}: pass --data PATH, or put it in one of the places searched:",
+        *(f"  {place.absolute()}" for place in places),
+        f"  (--data was not given{unset})",
+    ]
+    if wanted:
+        lines.append(f"{wanted}.")
+    if source:
+        lines.append(f"Where to get it: {source}.")
+    raise UserError("\n".join(lines))
 
 
-def open_dataset(name: str, data: str | None):
+def open_dataset(name: str, data: str | None, comp=None):
+    """The registered data set ``name``, read from its data path (see resolve_data_path).
+
+    With a composition ``comp``, also checks that its likelihood fits the data (binary data
+    with a Gaussian, word ids without the right number of classes) before any work is done.
+    """
     from seqvae.registry import default_registry
 
-    entry = default_registry().get("dataset", name, path="--dataset")
-    path = resolve_data_path(name, data)
-    return entry.cls(path, entry.cls.Options())
+    registry = default_registry()
+    entry = registry.get("dataset", name, path="--dataset")
+    cls = entry.cls
+    path = resolve_data_path(name, data, cls.expected_files, cls.source_hint, cls.embedded)
+    dataset = cls(path, cls.Options())
+    if comp is not None:
+        spec = comp.slots["likelihood"]
+        likelihood = registry.get("likelihood", spec.component).cls
+        dataset.check_model(likelihood, spec.options, where=spec.path)
+    return dataset
 
 
 def cmd_train(args) -> int:
@@ -126,7 +191,7 @@ def cmd_train(args) -> int:
     if args.max_steps < 1:
         raise UserError(f"--max-steps: expected a positive number, got {args.max_steps}")
     device = _device(args.device)
-    dataset = open_dataset(args.dataset, args.data)
+    dataset = open_dataset(args.dataset, args.data, comp)
     out = Path(args.out or f"runs/{comp.name}-{args.dataset}-seed{args.seed}")
     result = train(comp, dataset, out, args.max_steps, seed=args.seed, device=device)
     valid = result.valid.get("elbo")
@@ -134,6 +199,113 @@ def cmd_train(args) -> int:
     print(f"trained {comp.name} for {result.step} steps in {result.seconds:.1f}s: "
           f"last loss {result.last_loss:.4g}{valid_text}")
     print(f"wrote {out / 'config.yaml'} and {result.checkpoint}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import io
+
+    import numpy as np
+    import torch
+
+    from seqvae.checkpoint import atomic_write_bytes, load_checkpoint, model_from_checkpoint
+
+    for flag, value in (("--n", args.n), ("--steps", args.steps)):
+        if value < 1:
+            raise UserError(f"{flag}: expected a positive number, got {value}")
+    device = _device(args.device)
+    path = Path(args.checkpoint)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    if not isinstance(checkpoint, dict):
+        kind = type(checkpoint).__name__
+        raise UserError(f"{path}: not a seqvae checkpoint (it holds a {kind}, not a dict)")
+    try:
+        model, comp = model_from_checkpoint(checkpoint, source=str(path))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # a foreign or mismatched dict
+        problem = f"{type(error).__name__}: {error}"
+        raise UserError(f"{path}: not a usable seqvae checkpoint ({problem})") from error
+    model.to(device).eval()
+    torch.manual_seed(args.seed)
+    if device.startswith("cuda"):
+        torch.cuda.manual_seed_all(args.seed)
+    x = model.sample(args.n, args.steps, device=device)  # (steps, n, D): time-major
+    array = x.transpose(0, 1).float().cpu().numpy()
+    if not np.isfinite(array).all():
+        raise FloatingPointError(f"{path}: the model generated non-finite values")
+    buffer = io.BytesIO()
+    np.savez(buffer, x=array)
+    out = Path(args.out)
+    atomic_write_bytes(out, lambda handle: handle.write(buffer.getvalue()))
+    print(f"wrote {out}: x {tuple(array.shape)} from {comp.name} ({path}, seed {args.seed})")
+    return 0
+
+
+def _csv(text: str, flag: str, cast=str) -> list:
+    try:
+        items = [cast(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected a comma-separated list, got {text!r}") from None
+    if not items:
+        raise UserError(f"{flag}: expected at least one value")
+    return items
+
+
+def cmd_bench(args) -> int:
+    from seqvae.bench import BenchPlan, run_bench
+    from seqvae.results import markdown
+    from seqvae.train import Budget
+
+    if args.iwae_k < 1:
+        raise UserError(f"--iwae-k: expected a positive number, got {args.iwae_k}")
+    minutes = args.time_budget
+    budget = Budget(args.max_steps, args.epochs, minutes)
+    if args.max_steps is None and args.epochs is None and minutes is None:
+        budget = Budget(epochs=1.0)
+    budget.validate()
+    dataset = open_dataset(args.dataset, args.data)
+    out = Path(args.out or f"runs/bench-{args.dataset}")
+    plan = BenchPlan(
+        models=_csv(args.models, "--models"), dataset_name=args.dataset, dataset=dataset, out=out,
+        seeds=_csv(args.seeds, "--seeds", int), budget=budget, preset=args.preset,
+        iwae_k=args.iwae_k, device=_device(args.device), overrides=tuple(args.overrides),
+    )  # fmt: skip
+    rows = run_bench(plan)
+    print(markdown(rows))
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'results.md'}")
+    print(f"tensorboard --logdir {out / 'tensorboard'}")
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        print(f"{row['model']} seed {row['seed']}: {row['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_eval(args) -> int:
+    import json
+    import time
+
+    from seqvae.checkpoint import load_checkpoint, model_from_checkpoint
+    from seqvae.evaluate import evaluate
+
+    if args.iwae_k < 0:
+        raise UserError(f"--iwae-k: expected a non-negative number, got {args.iwae_k}")
+    device = _device(args.device)
+    path = Path(args.checkpoint)
+    model, comp = model_from_checkpoint(load_checkpoint(path), source=str(path))
+    dataset = open_dataset(args.dataset, args.data, comp)
+    dataset.check_model(x_dim=model.x_dim)
+    started = time.perf_counter()
+    ev = evaluate(model.to(device), comp, dataset.split(args.split), device=device, iwae_k=args.iwae_k)
+    result = {
+        "checkpoint": str(path), "dataset": args.dataset, "split": args.split,
+        **ev.report(dataset.unit),
+        "sequences": int(ev.sequences), "steps": int(ev.steps),
+        "eval_seconds": round(time.perf_counter() - started, 2),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>13}: {value}")
     return 0
 
 

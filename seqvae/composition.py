@@ -60,6 +60,11 @@ class Schedule:
             return min(end, self.start + moved)
         return max(end, self.start - moved)
 
+    @property
+    def off(self) -> bool:
+        """Zero at every update: the term is not part of the model at all."""
+        return self.start == 0.0 and (self.end is None or self.end == 0.0)
+
     def validate(self) -> str | None:
         return "step: expected a value >= 0" if self.step < 0 else None
 
@@ -85,6 +90,8 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     """Validation ELBO every this many updates (0: only at the end)."""
+    val_iwae_k: int = 0
+    """Importance samples for the validation IWAE bound (0: ELBO only)."""
 
     def validate(self) -> str | None:
         if self.batch_size < 1:
@@ -142,12 +149,26 @@ def registry_file() -> Path:
     return Path(str(importlib.resources.files("seqvae").joinpath("registry.yaml")))
 
 
-def builtin_compositions() -> dict[str, dict[str, Any]]:
+def _registry_section(key: str) -> dict[str, Any]:
     data = load_yaml(registry_file()) or {}
-    compositions = data.get("compositions") or {}
-    if not isinstance(compositions, dict):
-        raise UserError(f"{registry_file()}: compositions: expected a mapping")
-    return compositions
+    section = data.get(key) or {}
+    if not isinstance(section, dict):
+        raise UserError(f"{registry_file()}: {key}: expected a mapping")
+    return section
+
+
+def builtin_compositions() -> dict[str, dict[str, Any]]:
+    return _registry_section("compositions")
+
+
+def builtin_presets() -> dict[str, dict[str, Any]]:
+    """Per data set: ``all`` (overrides for every model) and ``models`` (per composition)."""
+    return _registry_section("presets")
+
+
+def published_numbers() -> dict[str, dict[str, float]]:
+    """Published results per data set and composition, in the data set's unit."""
+    return _registry_section("published")
 
 
 def load_composition(
@@ -194,9 +215,15 @@ def _resolve(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, str, 
 
 
 def _merge(base: Any, over: Any) -> Any:
-    """Deep merge of mappings; ``None`` in ``over`` deletes the key."""
+    """Deep merge of mappings; ``None`` in ``over`` deletes the key.
+
+    A slot that names a different ``component`` starts afresh: the options of the component
+    it replaces do not carry over (an aux ``weight`` does).
+    """
     if not (isinstance(base, dict) and isinstance(over, dict)):
         return copy.deepcopy(over)
+    if "component" in over and over["component"] != base.get("component"):
+        base = _fresh_slot(base)
     out = copy.deepcopy(base)
     for key, value in over.items():
         if value is None:
@@ -229,8 +256,16 @@ def _apply_override(raw: dict, item: str) -> None:
         node = child
     if value is None:
         node.pop(parts[-1], None)
-    else:
-        node[parts[-1]] = value
+        return
+    if parts[-1] == "component" and node.get("component") not in (None, value):
+        kept = _fresh_slot(node)
+        node.clear()
+        node.update(kept)
+    node[parts[-1]] = value
+
+
+def _fresh_slot(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k == "weight"}
 
 
 # --------------------------------------------------------------------------- validation

@@ -49,9 +49,10 @@ def compute_terms(
     per_sequence = -log_px + beta * kl_train
     aux = {}
     for key, term in model.aux.items():
-        weight = comp.aux[key].weight.at(update)
-        if training and weight == 0.0:
-            continue  # a switched-off objective costs nothing in training
+        schedule = comp.aux[key].weight
+        weight = schedule.at(update)
+        if schedule.off or (training and weight == 0.0):
+            continue  # a switched-off objective costs nothing and is not reported
         aux[key] = (term(trace) * mask).sum(0)
         if training:
             per_sequence = per_sequence - weight * aux[key]

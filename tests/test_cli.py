@@ -101,13 +101,27 @@ def test_internal_failures_exit_1(toy_npz, tmp_path, monkeypatch, capsys):
     assert "internal error: RuntimeError: disk on fire" in capsys.readouterr().err
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(toy_npz, tmp_path, capsys):
+def test_a_nan_loss_stops_training_with_status_1(toy_npz, tmp_path, capsys):
+    args = _train_args(toy_npz, tmp_path / "run", "--set", "train.lr=1e30", "--set", "train.clip=0")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "training loss became" in err and "at update" in err
+
+
+def test_an_existing_run_of_another_composition_is_never_overwritten(toy_npz, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_train_args(toy_npz, out, "--set", "train.eval_every=5")) == 0
-    good = (out / "checkpoints" / "last.pt").read_bytes()
-    assert main(_train_args(toy_npz, out, "--set", "train.lr=1e30", "--set", "train.clip=0",
-                            "--set", "train.eval_every=5")) != 0  # fmt: skip
-    assert "training loss became" in capsys.readouterr().err
-    # whatever was saved before the failure is a complete, loadable checkpoint
-    torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert good
+    assert main(_train_args(toy_npz, out)) == 0
+    before = (out / "checkpoints" / "last.pt").read_bytes(), (out / "config.yaml").read_text()
+    assert main(_train_args(toy_npz, out, "--set", "train.lr=0.5")) == 2
+    assert "holds a run of a different composition" in capsys.readouterr().err
+    assert ((out / "checkpoints" / "last.pt").read_bytes(), (out / "config.yaml").read_text()) == before
+
+
+def test_training_again_on_the_same_folder_resumes_from_the_last_checkpoint(toy_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(toy_npz, out)) == 0
+    args = [a if a != "12" else "20" for a in _train_args(toy_npz, out)]
+    assert main(args) == 0
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 20
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [10, 12, 20]

@@ -60,7 +60,7 @@ def test_resolved_config_round_trips():
     [
         (["model.prior.hidden=abc"], "model.prior.hidden: expected int, got 'abc'"),
         (["model.prior.hiden=3"], "model.prior.hiden: unknown option; did you mean 'hidden'?"),
-        (["model.decoder.component=latent-lstn"], "model.decoder.component: unknown decoder 'latent-lstn'; did you mean 'latent-lstm'?"),
+        (["model.decoder.component=latent-lstn"], "model.decoder.component: unknown decoder 'latent-lstn'; did you mean 'latent-lstm'"),
         (["model.prior=null"], "model.prior: missing slot: decoder 'latent-lstm' draws latents"),
         (["model.likelihood=null"], "model.likelihood: missing slot"),
         (["model.aux.reconstruction.cost=l1"], "model.aux.reconstruction.cost: expected one of 'gaussian', 'l2', got 'l1'"),
@@ -100,3 +100,14 @@ def test_dimensions_that_do_not_fit_fail_at_build_with_the_slot_path(tmp_path):
     comp = load_composition("zforcing", ["model.likelihood.component=categorical", "model.likelihood.classes=5"])
     with pytest.raises(ConfigError, match=r"model.likelihood: expects class indices with feature size 1; the data has 3"):
         build_model(comp, x_dim=3)
+
+
+def test_switching_a_component_drops_the_old_components_options(tmp_path):
+    comp = load_composition("zforcing", ["model.likelihood.component=bernoulli"])
+    assert comp.slots["likelihood"].component == "bernoulli"
+    path = tmp_path / "binary.yaml"
+    path.write_text("base: zforcing\nmodel:\n  likelihood: {component: categorical, classes: 7}\n"
+                    "  aux: {bwd: {component: summary-reconstruction}}\n")
+    comp = load_composition(str(path))
+    assert comp.slots["likelihood"].options.classes == 7
+    assert comp.aux["bwd"].component == "summary-reconstruction" and comp.aux["bwd"].weight.at(0) == 0.0

@@ -1,0 +1,106 @@
+"""``vrnn-lstm``: the VRNN's generative model (Chung et al. 2015).
+
+    z_t ~ p(z_t | h_{t-1}) or q(z_t | x_t, h_{t-1})                    -- cond_t = h_{t-1}
+    params_t = MLP_emit([phi_z(z_t), h_{t-1}])                          -- emission before ...
+    h_t = LSTM(h_{t-1}, [phi_x(x_t), phi_z(z_t)])                       -- ... the update with x_t
+
+The engine hands every decoder u_t = x_{t-1} at step t, so the update that reads x_{t-1} is
+applied at the *start* of step t: the state carries z_{t-1}, and step t computes
+h_{t-1} = LSTM(h_{t-2}, [phi_x(u_t), phi_z(z_{t-1})]) before drawing z_t. At step 1 there is no
+previous observation and h_0 must be the true zero state, so the state also carries a flag
+``live`` (B, 1), 0 before the first step and 1 after it, that skips the update at step 1. (A
+flag tensor keeps every state shape fixed over the loop, unlike a zero-length placeholder.)
+
+phi_x is shared with the posterior: :meth:`context` returns phi_x(x_t), which the
+``filtering-mlp`` encoder reads. Emission work (phi_z(z_t), the emission MLP) runs once over all
+steps in :meth:`emission`; only phi_z(z_{t-1}) for the recurrence is computed inside the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from seqvae import hookimpl
+from seqvae.nn import ClampedLeakyReLU, lstm_cell, mlp
+from seqvae.slots import Decoder, Draw, State
+
+
+@dataclass
+class VRNNLSTMOptions:
+    hidden: int = 2000
+    x_features: int = 600
+    """Width of the feature extractor phi_x."""
+    x_layers: int = 4
+    z_features: int = 500
+    """Width of the feature extractor phi_z."""
+    z_layers: int = 4
+    emission_hidden: int = 600
+    emission_layers: int = 4
+
+
+def feature_extractor(first: nn.Module, width: int, layers: int) -> nn.Sequential:
+    """``first`` then ``layers - 1`` square layers, each followed by the activation."""
+    modules = [first, ClampedLeakyReLU()]
+    for _ in range(layers - 1):
+        modules += [nn.Linear(width, width), ClampedLeakyReLU()]
+    return nn.Sequential(*modules)
+
+
+class VRNNLSTMDecoder(Decoder):
+    """LSTM over [phi_x(x_t), phi_z(z_t)] whose emission reads h_{t-1}; cond_t = h_{t-1}."""
+
+    name = "vrnn-lstm"
+    Options = VRNNLSTMOptions
+
+    def __init__(self, options, ctx) -> None:
+        super().__init__(options, ctx)
+        hidden = options.hidden
+        self.cond_dim = hidden
+        self.context_dim = options.x_features
+        embed = ctx.likelihood.input_embedding(ctx.x_dim, options.x_features)
+        self.phi_x = feature_extractor(embed, options.x_features, options.x_layers)
+        self.phi_z = feature_extractor(
+            nn.Linear(ctx.z_dim, options.z_features), options.z_features, options.z_layers
+        )
+        # the LSTM's input weights split into a phi_x part (one GEMM over all steps in
+        # precompute) and a phi_z part applied inside the loop
+        self.input_gates = nn.Linear(options.x_features, 4 * hidden)
+        self.latent_gates = nn.Linear(options.z_features, 4 * hidden, bias=False)
+        self.hidden_gates = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.emit = mlp(
+            [options.z_features + hidden]
+            + [options.emission_hidden] * options.emission_layers
+            + [ctx.param_dim]
+        )
+
+    def precompute(self, u: Tensor, carry=None) -> tuple[dict[str, Tensor], None]:
+        return {"gates": self.input_gates(self.phi_x(u))}, None
+
+    def initial_state(self, batch: int) -> State:
+        weight = self.hidden_gates.weight
+        h = weight.new_zeros(batch, self.options.hidden)
+        z = weight.new_zeros(batch, self.phi_z[0].in_features)
+        return h, h, z, weight.new_zeros(batch, 1)
+
+    def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
+        h, c, z_prev, live = state
+        gates = pre_t["gates"] + self.hidden_gates(h) + self.latent_gates(self.phi_z(z_prev))
+        h_new, c_new = lstm_cell(gates, c)
+        started = live > 0
+        h, c = torch.where(started, h_new, h), torch.where(started, c_new, c)
+        z = draw(h)
+        return (h, c, z, torch.ones_like(live)), h
+
+    def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:
+        return self.emit(torch.cat([self.phi_z(z), out], dim=-1))
+
+    def context(self, pre: dict[str, Tensor], x: Tensor) -> Tensor:
+        return self.phi_x(x)
+
+
+@hookimpl
+def seqvae_register(registry) -> None:
+    registry.add(VRNNLSTMDecoder)

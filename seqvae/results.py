@@ -1,0 +1,78 @@
+"""Result tables: results.json (a list of rows), results.csv and results.md, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from seqvae.checkpoint import atomic_write_text
+
+FIELDS = (
+    "model", "dataset", "seed", "split", "elbo", "iwae", "iwae_k", "unit", "kl", "recon", "aux",
+    "active_units", "steps", "train_seconds", "eval_seconds", "params", "paper", "error",
+)  # fmt: skip
+"""One row per model, data set and seed."""
+
+SUMMARISED = ("elbo", "iwae", "kl", "recon", "active_units")
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(rows, indent=1) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in FIELDS} for row in rows)
+    atomic_write_text(out / "results.csv", buffer.getvalue())
+    atomic_write_text(out / "results.md", markdown(rows))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """Per-seed rows, then the mean and standard deviation over seeds per model."""
+    columns = ("model", "dataset", "seed", "elbo", "iwae", "iwae_k", "unit", "kl", "recon", "aux",
+               "active_units", "steps", "train_seconds", "params", "paper", "error")  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [_fmt(row.get(c)).replace("|", "/").replace("\n", " ") for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Summary over seeds (mean ± standard deviation, runs without error):", ""]
+    lines += ["| model | dataset | seeds | " + " | ".join(SUMMARISED) + " | unit | paper |",
+              "|" + "---|" * (len(SUMMARISED) + 5)]  # fmt: skip
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+    for (model, dataset), group in groups.items():
+        ok = [r for r in group if r.get("error") is None]
+        cells = []
+        for key in SUMMARISED:
+            values = [float(r[key]) for r in ok if r.get(key) is not None]
+            if not values:
+                cells.append("")
+            elif len(values) == 1:
+                cells.append(_fmt(values[0]))
+            else:
+                cells.append(f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))}")
+        unit = group[0].get("unit") or ""
+        lines.append(f"| {model} | {dataset} | {len(ok)}/{len(group)} | " + " | ".join(cells)
+                     + f" | {unit} | {_fmt(group[0].get('paper'))} |")  # fmt: skip
+    lines += ["", "Units: speech ELBO/IWAE in nats per sequence (higher is better); music in nats "
+              "per step and MNIST in nats per image as negative log-likelihood bounds (lower is "
+              "better); text as perplexity bounds. kl, recon and aux are in nats per sequence "
+              "(per image) or per step (music, text). paper: the published number for the model "
+              "on that data set, in the same unit.", ""]  # fmt: skip
+    return "\n".join(lines)

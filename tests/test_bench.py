@@ -1,0 +1,111 @@
+"""seqvae bench and seqvae eval: bounds, result files, TensorBoard tags, faults and resuming."""
+
+import csv
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from seqvae.cli import main
+from seqvae.data import Batch
+from seqvae.evaluate import evaluate, iwae_bound, log_weights
+from seqvae.objective import compute_terms
+from seqvae.results import FIELDS
+from seqvae.train import train
+from seqvae_plugins.npz_dataset import NpzDataset
+from tests.conftest import TINY, batch, tiny, tiny_model
+
+SETS = [item for s in [*TINY, "train.eval_every=5", "train.val_iwae_k=2"] for item in ("--set", s)]
+
+
+def test_iwae_with_one_sample_equals_the_single_sample_elbo():
+    model, comp = tiny_model()
+    model.eval()
+    u, x, mask = batch(steps=7, size=3)
+    torch.manual_seed(5)
+    k1 = iwae_bound(model, Batch(u, x, mask), 1)
+    torch.manual_seed(5)
+    trace = model(u, x, mask)
+    terms = compute_terms(model, trace, comp, training=False)
+    torch.testing.assert_close(k1, log_weights(trace))
+    # the sampled form differs from the analytic-KL ELBO only by the KL's Monte Carlo error
+    assert not torch.allclose(k1, terms.elbo)
+
+
+@pytest.mark.slow
+def test_iwae_bound_does_not_decrease_with_k_on_a_trained_model(toy_npz, tmp_path):
+    data = NpzDataset(toy_npz, None)
+    comp = tiny("zforcing-noaux", "objective.kl_weight=1.0", "train.lr=3e-3", "train.log_every=50")
+    result = train(comp, data, tmp_path / "run", max_steps=150, progress=False)
+    bounds = [evaluate(result.model, comp, data.split("valid"), iwae_k=k).mean("iwae") for k in (1, 8, 64)]
+    elbo = evaluate(result.model, comp, data.split("valid")).mean("elbo")
+    assert bounds[0] <= bounds[1] <= bounds[2], bounds
+    assert abs(bounds[0] - elbo) < 0.05 * abs(elbo)
+
+
+def _bench(npz, out, models, *extra):
+    return main(["bench", "--models", models, "--dataset", "npz", "--data", str(npz), "--max-steps", "10",
+                 "--iwae-k", "4", "--seeds", "0", "--out", str(out), *SETS, *extra])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_bench_writes_results_and_tensorboard_and_survives_a_failing_model(toy_npz, tmp_path, capsys):
+    out = tmp_path / "bench"
+    status = _bench(toy_npz, out, "zforcing,zforcing-noaux,no-such-model")
+    captured = capsys.readouterr()
+    assert status == 1
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in rows] == ["zforcing", "zforcing-noaux", "no-such-model"]
+    for row in rows[:2]:
+        assert set(row) == set(FIELDS) and row["error"] is None
+        assert all(row[k] is not None for k in FIELDS if k not in ("paper", "error")), row
+        assert row["unit"] == "nats per sequence" and row["iwae_k"] == 4 and row["steps"] == 10
+        assert row["iwae"] >= row["elbo"] - 0.1 * abs(row["elbo"])
+    assert rows[0]["aux"] != 0.0 and rows[1]["aux"] == 0.0  # noaux reports no aux cost
+    assert "unknown model 'no-such-model'" in rows[2]["error"]
+    with (out / "results.csv").open() as handle:
+        assert [r["model"] for r in csv.DictReader(handle)] == ["zforcing", "zforcing-noaux", "no-such-model"]
+    table = (out / "results.md").read_text()
+    assert "| zforcing | npz | 1/1 |" in table and "| no-such-model | npz | 0/1 |" in table
+    assert table.splitlines()[0] in captured.out
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in captured.out
+
+    events = EventAccumulator(str(out / "tensorboard" / "zforcing-npz-seed0"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/elbo", "train/kl", "train/aux", "train/kl_weight", "train/aux_weight",
+                "train/grad_norm", "train/lr", "val/elbo", "val/iwae", "test/elbo", "test/iwae"):  # fmt: skip
+        assert tag in tags["scalars"], tag
+    assert "val/kl_per_dim" in tags["histograms"] and "samples/sample_0" in tags["images"]
+    assert events.Scalars("train/kl_weight")[0].value == pytest.approx(0.2 + 10 * 5e-5)  # first log at step 10
+
+
+@pytest.mark.slow
+def test_bench_again_skips_finished_runs_and_resumes_unfinished_ones(toy_npz, tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert _bench(toy_npz, out, "zforcing-noaux") == 0
+    run = out / "runs" / "zforcing-noaux-npz-seed0"
+    log_before = (run / "train_log.jsonl").read_text()
+    assert _bench(toy_npz, out, "zforcing-noaux") == 0
+    assert (run / "train_log.jsonl").read_text() == log_before  # skipped
+    (run / "result.json").unlink()  # as if killed after its last checkpoint
+    assert _bench(toy_npz, out, "zforcing-noaux", "--max-steps", "15") == 0
+    steps = [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [10, 15]
+    assert json.loads((out / "results.json").read_text())[0]["steps"] == 15
+
+
+def test_eval_prints_the_metrics_of_one_checkpoint_as_json(toy_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_args = ["train", "--model", "zforcing", "--dataset", "npz", "--data", str(toy_npz), "--out", str(out),
+                  "--max-steps", "3", *SETS, "--set", "model.aux.reconstruction.hidden=5"]  # fmt: skip
+    assert main(train_args) == 0
+    capsys.readouterr()
+    checkpoint = str(out / "checkpoints" / "last.pt")
+    assert main(["eval", checkpoint, "--dataset", "npz", "--data", str(toy_npz), "--iwae-k", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["unit"] == "nats per sequence" and result["iwae_k"] == 3 and result["sequences"] == 64
+    assert {"elbo", "iwae", "kl", "recon", "aux", "active_units"} <= set(result)
+    again = main(["eval", checkpoint, "--dataset", "npz", "--data", str(toy_npz), "--iwae-k", "3", "--json"])
+    assert again == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["elbo"] == result["elbo"]
