@@ -26,6 +26,7 @@ import difflib
 import importlib.resources
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +150,15 @@ def registry_file() -> Path:
     return Path(str(importlib.resources.files("seqvae").joinpath("registry.yaml")))
 
 
+@lru_cache(maxsize=4)
+def _registry_data(path: Path, mtime: float) -> dict[str, Any]:
+    return load_yaml(path) or {}
+
+
 def _registry_section(key: str) -> dict[str, Any]:
-    data = load_yaml(registry_file()) or {}
-    section = data.get(key) or {}
+    path = registry_file()
+    data = _registry_data(path, path.stat().st_mtime)  # parsed once per process and version
+    section = copy.deepcopy(data.get(key) or {})
     if not isinstance(section, dict):
         raise UserError(f"{registry_file()}: {key}: expected a mapping")
     return section

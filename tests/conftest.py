@@ -11,6 +11,16 @@ from seqvae.composition import Composition, build_model, load_composition
 from seqvae.demo import write_demo_npz
 from seqvae.model import SequenceModel
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest on one thread, and on a loaded machine several threads spin
+    against each other (tens of times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY = [
     "model.latent_dim=4", "model.decoder.embed=8", "model.decoder.hidden=12",
     "model.encoder.embed=8", "model.encoder.hidden=10", "model.encoder.mlp=9",
@@ -40,3 +50,13 @@ def batch(steps: int = 6, size: int = 2, x_dim: int = 3, seed: int = 1) -> tuple
 @pytest.fixture
 def toy_npz(tmp_path: Path) -> Path:
     return write_demo_npz(tmp_path / "toy.npz", dims=3, steps=12)
+
+
+@pytest.fixture(autouse=True)
+def _data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test prepares data sets into its own cache, never the user's, and finds no data
+    through $SEQVAE_DATA unless it sets it."""
+    cache = tmp_path / "seqvae-cache"
+    monkeypatch.setenv("SEQVAE_CACHE", str(cache))
+    monkeypatch.delenv("SEQVAE_DATA", raising=False)
+    return cache
