@@ -33,7 +33,7 @@ class ClampedLeakyReLU(nn.Module):
 def mlp(sizes: list[int], activation: type[nn.Module] = ClampedLeakyReLU) -> nn.Sequential:
     """Linear layers of the given sizes with ``activation`` between them (not after the last)."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         if i > 0:
             layers.append(activation())
         layers.append(nn.Linear(n_in, n_out))

@@ -14,7 +14,7 @@ import os
 import traceback
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import ModuleType
 
 import pluggy
@@ -117,8 +117,8 @@ def build_registry(extra: list[ModuleType | object] | None = None) -> Registry:
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
         dist = getattr(ep, "dist", None)
         try_register(f"{dist.name}:{ep.name}" if dist else ep.name, ep.load)
-    for module in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
-        try_register(module.strip(), lambda m=module.strip(): importlib.import_module(m))
+    for module in (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()):
+        try_register(module, partial(importlib.import_module, module))
     for i, plugin in enumerate(extra or []):
         name = getattr(plugin, "__name__", f"extra-{i}")
         if manager.is_registered(plugin) or manager.has_plugin(name):

@@ -39,7 +39,8 @@ class Budget:
     def validate(self) -> None:
         if self.max_steps is None and self.epochs is None and self.minutes is None:
             raise UserError("give a training budget: --max-steps, --epochs or --time-budget")
-        for name, value in (("--max-steps", self.max_steps), ("--epochs", self.epochs), ("--time-budget", self.minutes)):
+        limits = (("--max-steps", self.max_steps), ("--epochs", self.epochs), ("--time-budget", self.minutes))
+        for name, value in limits:
             if value is not None and value <= 0:
                 raise UserError(f"{name}: expected a positive number, got {value}")
 

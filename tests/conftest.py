@@ -11,6 +11,7 @@ from seqvae.composition import Composition, build_model, load_composition
 from seqvae.demo import write_demo_npz
 from seqvae.model import SequenceModel
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """Tiny models run fastest on one thread, and on a loaded machine several threads spin

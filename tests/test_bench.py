@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from seqvae_plugins.npz_dataset import NpzDataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqvae.cli import main
@@ -13,7 +14,6 @@ from seqvae.evaluate import evaluate, iwae_bound, log_weights
 from seqvae.objective import compute_terms
 from seqvae.results import FIELDS
 from seqvae.train import train
-from seqvae_plugins.npz_dataset import NpzDataset
 from tests.conftest import TINY, batch, tiny, tiny_model
 
 SETS = [item for s in [*TINY, "train.eval_every=5", "train.val_iwae_k=2"] for item in ("--set", s)]

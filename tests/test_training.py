@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from seqvae_plugins.npz_dataset import NpzDataset
+
 from seqvae.train import train
 from tests.conftest import tiny
 

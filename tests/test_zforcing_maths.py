@@ -39,7 +39,7 @@ def test_z_force_removes_h_from_the_aux_input():
         trace = model(*batch())
         base = model.aux["reconstruction"](trace)
         fixed_z = trace.local_z()
-        trace.local_z = lambda: fixed_z  # keep z fixed and move h_{t-1} only
+        trace.local_z = lambda z=fixed_z: z  # keep z fixed and move h_{t-1} only
         trace.cond = trace.cond + 1.0
         moved = model.aux["reconstruction"](trace)
         assert torch.allclose(base, moved) is z_force
