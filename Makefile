@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MUSIC_STAMP := $(VENV)/.installed-music
 DEMO_DIR ?= runs/demo
 
 .PHONY: venv demo test lint clean
@@ -18,7 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo trains on the Bach chorales bundled with music21 (the `music` extra).
+$(MUSIC_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[music]'
+	touch $(MUSIC_STAMP)
+
+demo: $(MUSIC_STAMP)
 	$(PY) -m seqvae.demo --out $(DEMO_DIR)
 
 test: $(STAMP)

@@ -24,6 +24,7 @@ class Gaussian(Likelihood):
     """Diagonal Gaussian per feature: params are (mu, logvar), 2 D values per step."""
 
     name = "gaussian"
+    support = "real"
     Options = GaussianOptions
 
     def param_dim(self, x_dim: int) -> int:
@@ -50,6 +51,7 @@ class Bernoulli(Likelihood):
     """Independent Bernoulli per feature (binary pixels, piano keys): params are logits."""
 
     name = "bernoulli"
+    support = "binary"
 
     def param_dim(self, x_dim: int) -> int:
         return x_dim
@@ -79,6 +81,7 @@ class Categorical(Likelihood):
     """One class per step (word ids): params are logits over ``classes``."""
 
     name = "categorical"
+    support = "categorical"
     Options = CategoricalOptions
 
     def __init__(self, options, ctx) -> None:

@@ -139,7 +139,8 @@ def resolve_data_path(
     if data:
         path = Path(data).expanduser()
         if not path.exists():
-            raise UserError(f"--data {data}: no such file or folder" + (f" ({wanted})" if wanted else ""))
+            hint = f" ({wanted})" if wanted else ""
+            raise UserError(f"--data {data}: no such file or folder{hint}")
         return path
     places = []
     if os.environ.get(DATA_ENV):
@@ -175,10 +176,12 @@ def open_dataset(name: str, data: str | None, comp=None):
     entry = registry.get("dataset", name, path="--dataset")
     cls = entry.cls
     path = resolve_data_path(name, data, cls.expected_files, cls.source_hint, cls.embedded)
-    dataset = cls(path, cls.Options())
-    if comp is not None:
+    if comp is not None:  # before a corpus is prepared, which may take a while
         spec = comp.slots["likelihood"]
         likelihood = registry.get("likelihood", spec.component).cls
+        cls.check_support(likelihood, where=spec.path)
+    dataset = cls(path, cls.Options())
+    if comp is not None:
         dataset.check_model(likelihood, spec.options, where=spec.path)
     return dataset
 

@@ -93,6 +93,8 @@ class TrainConfig:
     """Validation ELBO every this many updates (0: only at the end)."""
     val_iwae_k: int = 0
     """Importance samples for the validation IWAE bound (0: ELBO only)."""
+    bucket: int = 0
+    """Batch sequences of similar length together, in pools of this many batches (0: off)."""
 
     def validate(self) -> str | None:
         if self.batch_size < 1:
@@ -155,7 +157,8 @@ def _registry_data(path: Path, mtime: float) -> dict[str, Any]:
     return load_yaml(path) or {}
 
 
-def _registry_section(key: str) -> dict[str, Any]:
+def registry_section(key: str) -> dict[str, Any]:
+    """A top-level section of the built-in registry.yaml (a copy)."""
     path = registry_file()
     data = _registry_data(path, path.stat().st_mtime)  # parsed once per process and version
     section = copy.deepcopy(data.get(key) or {})
@@ -165,17 +168,17 @@ def _registry_section(key: str) -> dict[str, Any]:
 
 
 def builtin_compositions() -> dict[str, dict[str, Any]]:
-    return _registry_section("compositions")
+    return registry_section("compositions")
 
 
 def builtin_presets() -> dict[str, dict[str, Any]]:
     """Per data set: ``all`` (overrides for every model) and ``models`` (per composition)."""
-    return _registry_section("presets")
+    return registry_section("presets")
 
 
 def published_numbers() -> dict[str, dict[str, float]]:
     """Published results per data set and composition, in the data set's unit."""
-    return _registry_section("published")
+    return registry_section("published")
 
 
 def load_composition(

@@ -88,6 +88,9 @@ class Likelihood(Component, ABC):
     """Output distribution family p(x_t | params_t); owns how observations are embedded."""
 
     slot = "likelihood"
+    support: ClassVar[str | None] = None
+    """What x holds: "real", "binary" or "categorical" (see :data:`seqvae.data.SUPPORTS`); a
+    data set of another support refuses this likelihood before training. None: unchecked."""
 
     @abstractmethod
     def param_dim(self, x_dim: int) -> int:

@@ -163,7 +163,7 @@ def train(
     model.train()
     with (out_dir / "train_log.jsonl").open("a") as log:
         while not budget.done(step, steps_per_epoch, time.perf_counter() - start):
-            for batch in train_split.batches(cfg.batch_size, shuffle=True, generator=shuffle):
+            for batch in train_split.batches(cfg.batch_size, shuffle=True, generator=shuffle, bucket=cfg.bucket):
                 if budget.done(step, steps_per_epoch, time.perf_counter() - start):
                     break
                 batch = batch.to(device)

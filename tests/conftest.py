@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from seqvae.composition import Composition, build_model, load_composition
-from seqvae.demo import write_demo_npz
 from seqvae.model import SequenceModel
+from seqvae.testing.data import write_demo_npz
 
 
 @pytest.fixture(autouse=True, scope="session")

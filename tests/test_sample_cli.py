@@ -10,7 +10,7 @@ import torch
 
 from seqvae.checkpoint import load_checkpoint, model_from_checkpoint
 from seqvae.cli import main
-from seqvae.demo import write_demo_npz
+from seqvae.testing.data import write_demo_npz
 from tests.conftest import TINY
 
 
