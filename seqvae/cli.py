@@ -197,8 +197,8 @@ def cmd_train(args) -> int:
     dataset = open_dataset(args.dataset, args.data, comp)
     out = Path(args.out or f"runs/{comp.name}-{args.dataset}-seed{args.seed}")
     result = train(comp, dataset, out, args.max_steps, seed=args.seed, device=device)
-    valid = result.valid.get("elbo")
-    valid_text = f", valid ELBO {valid:.2f} nats per sequence" if valid is not None else ""
+    valid = result.valid.get("elbo_in_unit")
+    valid_text = f", valid ELBO {valid:.4g} {dataset.unit}" if valid is not None else ""
     print(f"trained {comp.name} for {result.step} steps in {result.seconds:.1f}s: "
           f"last loss {result.last_loss:.4g}{valid_text}")
     print(f"wrote {out / 'config.yaml'} and {result.checkpoint}")

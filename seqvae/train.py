@@ -74,9 +74,11 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _summary(ev: Evaluation) -> dict[str, float]:
+def _summary(ev: Evaluation, unit: str) -> dict[str, float]:
+    """Per-sequence means (for model selection), and the ELBO in the data set's unit."""
     out = {key: ev.mean(key) for key in ev.sums}
     out["active_units"] = float(ev.active_units)
+    out["elbo_in_unit"] = ev.report(unit)["elbo"]
     return out
 
 
@@ -145,7 +147,7 @@ def train(
             checkpoint(best_path)
             return
         ev = evaluate(model, comp, valid_split, device=device, iwae_k=cfg.val_iwae_k)
-        summary = _summary(ev)
+        summary = _summary(ev, dataset.unit)
         if writer is not None:
             writer.add_scalar("val/elbo", summary["elbo"], step)
             if "iwae" in summary:
