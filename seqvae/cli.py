@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="built-in composition name or a YAML file")
     p.add_argument("--dataset", required=True, help="registered data set, e.g. npz")
     p.add_argument("--data", help=f"data file or folder (default: ${DATA_ENV}/<dataset>, then ./data/<dataset>)")
+    p.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a data-set option, e.g. vocabulary=16000 (repeatable; see seqvae components)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a composition value, e.g. model.decoder.hidden=256 (repeatable)")
     p.add_argument("--max-steps", type=int, default=1000, help="optimiser updates (default 1000)")
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="comma-separated compositions (names or YAML files)")
     p.add_argument("--dataset", required=True, help="registered data set")
     p.add_argument("--data", help="data file or folder (default: $SEQVAE_DATA/<dataset>, then ./data/<dataset>)")
+    p.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a data-set option, e.g. vocabulary=16000 (repeatable; see seqvae components)")
     p.add_argument("--preset", help="hyper-parameter preset from registry.yaml (default: the data set's)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--max-steps", type=int, help="optimiser updates per run")
@@ -93,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--dataset", required=True)
     p.add_argument("--data")
+    p.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a data-set option, e.g. vocabulary=16000 (repeatable; see seqvae components)")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--iwae-k", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -164,8 +170,9 @@ def resolve_data_path(
     raise UserError("\n".join(lines))
 
 
-def open_dataset(name: str, data: str | None, comp=None):
-    """The registered data set ``name``, read from its data path (see resolve_data_path).
+def open_dataset(name: str, data: str | None, comp=None, options: list[str] | None = None):
+    """The registered data set ``name``, read from its data path (see resolve_data_path),
+    with ``options`` (``KEY=VALUE`` strings) checked against the data set's Options.
 
     With a composition ``comp``, also checks that its likelihood fits the data (binary data
     with a Gaussian, word ids without the right number of classes) before any work is done.
@@ -180,10 +187,23 @@ def open_dataset(name: str, data: str | None, comp=None):
         spec = comp.slots["likelihood"]
         likelihood = registry.get("likelihood", spec.component).cls
         cls.check_support(likelihood, where=spec.path)
-    dataset = cls(path, cls.Options())
+    dataset = cls(path, _dataset_options(cls, options or []))
     if comp is not None:
         dataset.check_model(likelihood, spec.options, where=spec.path)
     return dataset
+
+
+def _dataset_options(cls, items: list[str]):
+    from seqvae.options import parse
+    from seqvae.yamlio import loads
+
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--data-option {item!r}: expected KEY=VALUE, e.g. vocabulary=16000")
+        values[key] = loads(text, source=f"--data-option {key}")
+    return parse(cls.Options, values, cls.name, source="--data-option")
 
 
 def cmd_train(args) -> int:
@@ -194,7 +214,7 @@ def cmd_train(args) -> int:
     if args.max_steps < 1:
         raise UserError(f"--max-steps: expected a positive number, got {args.max_steps}")
     device = _device(args.device)
-    dataset = open_dataset(args.dataset, args.data, comp)
+    dataset = open_dataset(args.dataset, args.data, comp, args.data_options)
     out = Path(args.out or f"runs/{comp.name}-{args.dataset}-seed{args.seed}")
     result = train(comp, dataset, out, args.max_steps, seed=args.seed, device=device)
     valid = result.valid.get("elbo_in_unit")
@@ -265,7 +285,7 @@ def cmd_bench(args) -> int:
     if args.max_steps is None and args.epochs is None and minutes is None:
         budget = Budget(epochs=1.0)
     budget.validate()
-    dataset = open_dataset(args.dataset, args.data)
+    dataset = open_dataset(args.dataset, args.data, options=args.data_options)
     out = Path(args.out or f"runs/bench-{args.dataset}")
     plan = BenchPlan(
         models=_csv(args.models, "--models"), dataset_name=args.dataset, dataset=dataset, out=out,
@@ -294,7 +314,7 @@ def cmd_eval(args) -> int:
     device = _device(args.device)
     path = Path(args.checkpoint)
     model, comp = model_from_checkpoint(load_checkpoint(path), source=str(path))
-    dataset = open_dataset(args.dataset, args.data, comp)
+    dataset = open_dataset(args.dataset, args.data, comp, args.data_options)
     dataset.check_model(x_dim=model.x_dim)
     started = time.perf_counter()
     ev = evaluate(model.to(device), comp, dataset.split(args.split), device=device, iwae_k=args.iwae_k)

@@ -54,6 +54,7 @@ def test_train_writes_the_resolved_config_and_a_weights_only_checkpoint(toy_npz,
         (["--dataset", "nzp"], "unknown dataset 'nzp'; did you mean 'npz'?"),
         (["--max-steps", "0"], "--max-steps: expected a positive number"),
         (["--device", "tpu"], "--device: expected cpu or cuda"),
+        (["--data-option", "vocab=3"], "--data-option: npz.vocab: unknown option (options: none)"),
     ],
 )
 def test_user_errors_exit_2_with_one_line_and_no_traceback(toy_npz, tmp_path, capsys, extra, message):

@@ -118,3 +118,12 @@ def test_a_sample_reads_back_as_the_image(amat):
         x = torch.from_numpy(np.asarray(dataset.split("test").x[1], dtype=np.float32))
         image = dataset.sample_image(x)
         np.testing.assert_array_equal(image.numpy(), images["test"][1].reshape(28, 28))
+
+
+def test_data_options_from_the_command_line_reach_the_data_set(amat):
+    from seqvae.cli import open_dataset
+
+    folder, _ = amat
+    assert open_dataset("seqmnist", str(folder), options=["order=pixel"]).x_dim == 1
+    with pytest.raises(UserError, match=r"--data-option: seqmnist.order: expected one of 'row', 'pixel', got 'diagonal'"):
+        open_dataset("seqmnist", str(folder), options=["order=diagonal"])
