@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.fused import LoopLinear
 from seqvae.nn import ClampedLeakyReLU, lengths_from_mask, reverse_padded, split_gaussian
 from seqvae.slots import Encoder, EncoderFeatures
 
@@ -42,9 +43,9 @@ class BackwardLSTMEncoder(Encoder):
         # The first posterior layer acts on [cond_t, b_t]; it is split so that the b_t half
         # runs once over the whole sequence and only the cond_t half runs inside the loop.
         self.post_summary = nn.Linear(options.hidden, options.mlp)
-        self.post_cond = nn.Linear(ctx.cond_dim, options.mlp, bias=False) if ctx.cond_dim else None
+        self.post_cond = LoopLinear(ctx.cond_dim, options.mlp, bias=False) if ctx.cond_dim else None
         self.post_act = ClampedLeakyReLU()
-        self.post_out = nn.Linear(options.mlp, 2 * ctx.z_dim)
+        self.post_out = LoopLinear(options.mlp, 2 * ctx.z_dim)
 
     def precompute(self, x: Tensor, mask: Tensor, context: Tensor | None) -> EncoderFeatures:
         inputs = self.embed(x)
@@ -56,7 +57,7 @@ class BackwardLSTMEncoder(Encoder):
         return EncoderFeatures(features=self.post_summary(summary), summary=summary)
 
     def posterior(self, cond, features, prior=None) -> tuple[Tensor, Tensor]:
-        pre = features if self.post_cond is None else features + self.post_cond(cond)
+        pre = features if self.post_cond is None else self.post_cond(cond, add=features)
         return split_gaussian(self.post_out(self.post_act(pre)))
 
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from seqvae import hookimpl
 from seqvae.errors import ConfigError
+from seqvae.fused import LoopLinear
 from seqvae.nn import mlp, split_gaussian
 from seqvae.slots import Prior
 
@@ -31,7 +32,9 @@ class GaussianMLPPrior(Prior):
         if ctx.cond_dim < 1:
             raise ConfigError(ctx.path, "needs a decoder that exposes a condition (cond_dim >= 1)")
         sizes = [ctx.cond_dim] + [options.hidden] * options.layers + [2 * ctx.z_dim]
-        self.net = mlp(sizes)
+        # loop layers: an encoder that reads the prior (a residual posterior) makes the engine
+        # evaluate it once per step; otherwise it runs once over all steps, as a plain MLP
+        self.net = mlp(sizes, linear=LoopLinear)
 
     def forward(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         return split_gaussian(self.net(cond))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from seqvae import hookimpl
+from seqvae.fused import LoopLinear, linear_sum
 from seqvae.nn import mlp
 from seqvae.slots import Decoder, Draw, State
 
@@ -47,13 +48,13 @@ class LatentLSTMDecoder(Decoder):
         # one GEMM before the loop, and a latent part: Linear(z_t) followed by the LSTM's input
         # weights is a single linear map of z_t, so it is stored as one (Z -> 4H) matrix.
         self.input_gates = nn.Linear(options.embed, 4 * hidden)
-        self.hidden_gates = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.hidden_gates = LoopLinear(hidden, 4 * hidden, bias=False)
         if options.cond_ln:
             self.input_norm = nn.LayerNorm(4 * hidden)
             self.cell_norm = nn.LayerNorm(hidden)
-            self.latent_film = mlp([ctx.z_dim, options.cond_mlp, 8 * hidden])
+            self.latent_film = mlp([ctx.z_dim, options.cond_mlp, 8 * hidden], linear=LoopLinear)
         else:
-            self.latent_gates = nn.Linear(ctx.z_dim, 4 * hidden, bias=False)
+            self.latent_gates = LoopLinear(ctx.z_dim, 4 * hidden, bias=False)
         sizes = [hidden, options.emission_hidden, ctx.param_dim] if options.emission_hidden else [hidden, ctx.param_dim]
         self.emit = mlp(sizes)
 
@@ -70,13 +71,13 @@ class LatentLSTMDecoder(Decoder):
     def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
         h, c = state
         z = draw(h)
-        recurrent = self.hidden_gates(h)
         if self.options.cond_ln:
+            recurrent = self.hidden_gates(h)
             gain, bias = self.latent_film(z).clamp(-3.0, 3.0).chunk(2, dim=-1)
             recurrent = F.layer_norm(recurrent, recurrent.shape[-1:]) * (1.0 + gain) + bias
             gates = pre_t["gates"] + recurrent
-        else:
-            gates = pre_t["gates"] + recurrent + self.latent_gates(z)
+        else:  # [h, z] @ [W_hh, W_z]^T + pre_t: one product per step, forward and backward
+            gates = linear_sum([self.hidden_gates, self.latent_gates], [h, z], add=pre_t["gates"])
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         cell = self.cell_norm(c) if self.options.cond_ln else c

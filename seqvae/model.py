@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from seqvae.fused import step_loop
 from seqvae.nn import gaussian_kl
-from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior
+from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior, State
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Trace:
         if self.encoder.uses_prior:
             prior = (self.prior_mu.detach(), self.prior_logvar.detach())
         mu, logvar = self.encoder.posterior(self.cond.detach(), self.features.detach(), prior)
-        return mu + torch.exp(0.5 * logvar) * self.noise
+        return torch.addcmul(mu, torch.exp(0.5 * logvar), self.noise)
 
     def kl_per_dim(self) -> Tensor:
         """Analytic KL(q || p) per step and latent dimension (T, B, Z), masked."""
@@ -81,6 +82,9 @@ class SequenceModel(nn.Module):
         self.aux = nn.ModuleDict(aux or {})
         self.x_dim = x_dim
         self.z_dim = z_dim
+        self.compile_step = False
+        """Run each step through ``torch.compile`` (training only; compiles on first use)."""
+        self._compiled = None
 
     def forward(self, u: Tensor, x: Tensor, mask: Tensor, noise: Tensor | None = None) -> Trace:
         """Unroll over a time-major batch; ``noise`` (T, B, Z) fixes the posterior samples."""
@@ -99,34 +103,33 @@ class SequenceModel(nn.Module):
         pre_steps = _unbind_dict(pre) or [{}] * steps  # a decoder may precompute nothing
         feature_steps = enc.features.unbind(0)
         noise_steps = noise.unbind(0)
-        prior_in_loop = self.encoder.uses_prior
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
-
-        for t in range(steps):
-            def draw(cond: Tensor, t: int = t) -> Tensor:
-                prior = None
-                if prior_in_loop:
-                    prior = self.prior(cond)
-                    prior_mus.append(prior[0])
-                    prior_logvars.append(prior[1])
-                mu, logvar = self.encoder.posterior(cond, feature_steps[t], prior)
-                z = mu + torch.exp(0.5 * logvar) * noise_steps[t]
+        step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
+        # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
+        with step_loop():
+            for pre_t, feature_t, noise_t in zip(pre_steps, feature_steps, noise_steps, strict=True):
+                state, out_t, (cond, mu, logvar, z, prior) = step(state, pre_t, feature_t, noise_t)
                 conds.append(cond)
                 mus.append(mu)
                 logvars.append(logvar)
                 zs.append(z)
-                return z
+                outs.append(out_t)
+                if prior is not None:
+                    prior_mus.append(prior[0])
+                    prior_logvars.append(prior[1])
 
-            state, out_t = self.decoder.step(state, pre_steps[t], draw)
-            outs.append(out_t)
-
-        cond = torch.stack(conds)
-        if prior_in_loop:
+        if all(c is o for c, o in zip(conds[1:], outs[:-1], strict=True)) and conds[0].shape == outs[0].shape:
+            # out_t is the state that the decoder passes as cond_{t+1}: one stack serves both
+            states = torch.stack([conds[0], *outs])
+            cond, out = states[:-1], states[1:]
+        else:
+            cond, out = torch.stack(conds), torch.stack(outs)
+        if prior_mus:
             prior_mu, prior_logvar = torch.stack(prior_mus), torch.stack(prior_logvars)
         else:  # one batched call over all steps instead of T small ones
             prior_mu, prior_logvar = self.prior(cond)
         z = torch.stack(zs)
-        params = self.decoder.emission(torch.stack(outs), z, pre)
+        params = self.decoder.emission(out, z, pre)
         return Trace(
             u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, z=z, cond=cond,
             post_mu=torch.stack(mus), post_logvar=torch.stack(logvars),
@@ -134,24 +137,45 @@ class SequenceModel(nn.Module):
             features=enc.features, noise=noise, encoder=self.encoder,
         )  # fmt: skip
 
+    def _step(self, state: State, pre_t: dict[str, Tensor], feature_t: Tensor, noise_t: Tensor):
+        """One step of the unroll: the new state, out_t, and what ``draw`` saw and returned:
+        (cond_t, posterior mu and logvar, z_t, the prior's (mu, logvar) or None)."""
+        drawn = []
+
+        def draw(cond: Tensor) -> Tensor:
+            prior = self.prior(cond) if self.encoder.uses_prior else None
+            mu, logvar = self.encoder.posterior(cond, feature_t, prior)
+            z = torch.addcmul(mu, torch.exp(0.5 * logvar), noise_t)
+            drawn.append((cond, mu, logvar, z, prior))
+            return z
+
+        state, out_t = self.decoder.step(state, pre_t, draw)
+        if len(drawn) != 1:
+            raise RuntimeError(f"decoder {self.decoder.name!r} called draw {len(drawn)} times in one step")
+        return state, out_t, drawn[0]
+
+    def _compiled_step(self):
+        if self._compiled is None:
+            self._compiled = torch.compile(self._step)
+        return self._compiled
+
     @torch.no_grad()
     def sample(self, n: int, steps: int, device: torch.device | str = "cpu") -> Tensor:
         """Ancestral sampling from the prior: (steps, n, D), feeding each x_t back as u_{t+1}."""
         u = torch.zeros(1, n, self.x_dim, device=device)
         state = self.decoder.initial_state(n)
         carry = None
-        xs = []
+        xs, zs = [], []
+
+        def draw(cond: Tensor) -> Tensor:
+            mu, logvar = self.prior(cond)
+            zs.append(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
+            return zs[-1]
+
         for _ in range(steps):
             pre, carry = self.decoder.precompute(u, carry)
             pre_t = {k: v[0] for k, v in pre.items()}
-            zs = []
-
-            def draw(cond: Tensor) -> Tensor:
-                mu, logvar = self.prior(cond)
-                z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-                zs.append(z)
-                return z
-
+            zs.clear()
             if self.decoder.uses_latent:
                 state, out_t = self.decoder.step(state, pre_t, draw)
                 out = out_t.unsqueeze(0)
@@ -168,4 +192,4 @@ def _unbind_dict(tensors: dict[str, Tensor]) -> list[dict[str, Tensor]]:
     keys = list(tensors)
     if not keys:
         return []
-    return [dict(zip(keys, values)) for values in zip(*(tensors[k].unbind(0) for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in zip(*(tensors[k].unbind(0) for k in keys), strict=True)]

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from seqvae.fused import LoopLinear
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -24,25 +26,33 @@ class ClampedLeakyReLU(nn.Module):
         self.bound = bound
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.slope).clamp(-self.bound, self.bound)
+        # hardtanh is clamp with a one-kernel backward (clamp's takes four); they differ only
+        # in the gradient at exactly +-bound
+        return F.hardtanh(F.leaky_relu(x, self.slope), -self.bound, self.bound)
 
     def extra_repr(self) -> str:
         return f"slope={self.slope:.4g}, bound={self.bound}"
 
 
-def mlp(sizes: list[int], activation: type[nn.Module] = ClampedLeakyReLU) -> nn.Sequential:
-    """Linear layers of the given sizes with ``activation`` between them (not after the last)."""
+def mlp(
+    sizes: list[int],
+    activation: type[nn.Module] = ClampedLeakyReLU,
+    linear: type[nn.Linear] = nn.Linear,
+) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (not after the last).
+
+    ``linear=LoopLinear`` (:mod:`seqvae.fused`) for an MLP that runs inside the step loop."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         if i > 0:
             layers.append(activation())
-        layers.append(nn.Linear(n_in, n_out))
+        layers.append(linear(n_in, n_out))
     return nn.Sequential(*layers)
 
 
 def split_gaussian(params: Tensor, bound: float = 8.0) -> tuple[Tensor, Tensor]:
     """Split the last dimension into (mu, logvar), both clamped to [-bound, bound]."""
-    mu, logvar = params.clamp(-bound, bound).chunk(2, dim=-1)
+    mu, logvar = F.hardtanh(params, -bound, bound).chunk(2, dim=-1)  # a clamp, see ClampedLeakyReLU
     return mu, logvar
 
 
@@ -71,12 +81,14 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     meets padding only after the real steps, so padding cannot leak into the states; applying
     this function again restores the original order.
     """
-    steps = x.shape[0]
+    steps, batch = x.shape[:2]
     t = torch.arange(steps, device=x.device).unsqueeze(1)  # (T, 1)
     lengths = lengths.to(x.device).unsqueeze(0)  # (1, B)
     index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
-    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(0, index)
+    # one row gather over the flattened (T * B) rows: about 2.5x faster than gather along
+    # dim 0 with an index expanded over the features, forward and backward
+    rows = (index * batch + torch.arange(batch, device=x.device)).reshape(-1)
+    return x.reshape(steps * batch, *x.shape[2:]).index_select(0, rows).view_as(x)
 
 
 def backward_rnn_states(rnn: nn.RNNBase, inputs: Tensor, mask: Tensor) -> Tensor:
@@ -110,20 +122,21 @@ class SplitMLP(nn.Module):
     For a posterior whose input is partly known before the step loop (a: sequence features,
     run through :meth:`first` once for all steps) and partly only inside it (b: the step's
     condition). ``forward(first(a), b)`` equals an MLP applied to the concatenation [a, b];
-    ``b_dim = 0`` drops b. ``layers`` counts the hidden layers (at least 1).
+    ``b_dim = 0`` drops b. ``layers`` counts the hidden layers (at least 1). The layers after
+    the split run once per step, so they are :class:`~seqvae.fused.LoopLinear` layers.
     """
 
     def __init__(self, a_dim: int, b_dim: int, hidden: int, layers: int, out_dim: int) -> None:
         super().__init__()
         self.a = nn.Linear(a_dim, hidden)
-        self.b = nn.Linear(b_dim, hidden, bias=False) if b_dim else None
+        self.b = LoopLinear(b_dim, hidden, bias=False) if b_dim else None
         self.act = ClampedLeakyReLU()
-        self.rest = mlp([hidden] * max(layers, 1) + [out_dim])
+        self.rest = mlp([hidden] * max(layers, 1) + [out_dim], linear=LoopLinear)
 
     def first(self, a: Tensor) -> Tensor:
         """The a-part of the first layer's pre-activation (..., hidden)."""
         return self.a(a)
 
     def forward(self, first_a: Tensor, b: Tensor | None = None) -> Tensor:
-        pre = first_a if self.b is None else first_a + self.b(b)
+        pre = first_a if self.b is None else self.b(b, add=first_a)
         return self.rest(self.act(pre))

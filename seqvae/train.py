@@ -109,6 +109,7 @@ def train(
     steps_per_epoch = max(1, math.ceil(len(train_split) / cfg.batch_size))
     set_seed(seed)
     model = build_model(comp, train_split.x_dim).to(device)
+    model.compile_step = cfg.compile
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
     shuffle = torch.Generator().manual_seed(seed)
     checkpoints = out_dir / "checkpoints"

@@ -1,0 +1,265 @@
+"""Step-loop linear layers: weight gradients as one GEMM after the loop, packed weights on CPU.
+
+Inside a hand-written time loop a linear layer y_t = x_t W^T + b runs T times on (B, in)
+inputs. Plain autograd then computes T weight gradients g_t^T x_t in backward, each a skinny
+GEMM of inner size B that writes a full (out, in) matrix, and adds them up: for a large
+recurrent matrix that is most of the loop's backward time. The weight gradient is the same
+sum sum_t g_t^T x_t = G^T X over the stacked per-step gradients and inputs, so this module
+records (g_t, x_t) during backward and computes it once autograd has visited every step, as a
+few large GEMMs over chunks of steps (see ``_Hub.CHUNK_ROWS``).
+
+How it is wired into autograd: for each layer and loop, a :class:`WeightHub` makes an autograd
+node that takes the weight and bias and outputs a scalar *token*; every step's product reads
+the token and sends it a zero gradient. Autograd runs a node only after all its consumers, so
+the hub's backward runs after every step's backward and finds all (g_t, x_t) collected.
+
+On CPU the hub also reorders a large weight once per loop into oneDNN's blocked layout (and
+its transpose once per backward), so that the T skinny products of the loop, forward and
+backward, skip the repacking a plain GEMM call does every time.
+
+Layers whose outputs are summed (the gates of an LSTM read [h_{t-1}, z_t]) go through one hub
+with :func:`linear_sum`: one product per step of the concatenated inputs with the concatenated
+weights, forward and backward, instead of one per layer.
+
+Use: components build their in-loop layers as :class:`LoopLinear` (a drop-in ``nn.Linear``
+with the same parameters and state-dict keys), and the engine runs the loop inside
+:func:`step_loop`. Outside a ``step_loop`` block, without autograd, or for frozen or small
+weights, a ``LoopLinear`` is exactly ``nn.Linear``. Nothing here knows a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+DEFER_MIN_ELEMENTS = 1 << 15
+"""Layers whose weights have fewer elements are left to plain autograd: for them the hub's
+Python overhead costs more than the per-step weight gradients it saves (measured on CPU)."""
+
+PACK_MIN_ELEMENTS = 1 << 18
+"""Weights with fewer elements are multiplied with plain GEMM calls: for them the reorder and
+the oneDNN call overhead cost more than packing saves."""
+
+
+def _can_pack(weight: Tensor) -> bool:
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+class _PackedWeight:
+    """``weight`` (out, in) reordered for products x @ weight^T with x of ``rows`` rows."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, weight: Tensor, rows: int) -> None:
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+
+    def linear(self, x: Tensor, bias: Tensor | None, add: Tensor | None) -> Tensor:
+        if add is None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(x, add.contiguous(), self.packed, bias, "add")
+
+
+class WeightHub:
+    """The (weight, bias) pairs of one or more layers in one loop.
+
+    :meth:`linear` runs once per step on the concatenation of the layers' inputs, as one
+    product with the weights concatenated along their input dimension; the weight and bias
+    gradients are deferred to one GEMM when backward reaches the loop's start.
+    """
+
+    def __init__(self, weights: list[Tensor], biases: list[Tensor | None]) -> None:
+        self.weights = [w.detach() for w in weights]
+        self.n = len(weights)
+        self.has_bias = [b is not None for b in biases]
+        present = [b.detach() for b in biases if b is not None]
+        self.bias = None if not present else present[0] if len(present) == 1 else sum(present)
+        self.grads: list[Tensor] = []  # per step: dL/d(output), (rows, out)
+        self.inputs: list[tuple[Tensor, ...]] = []  # per step: the layers' inputs, (rows, in_i)
+        self.can_pack = _can_pack(self.weights[0]) and sum(w.numel() for w in weights) >= PACK_MIN_ELEMENTS
+        self._weight: Tensor | None = None
+        self.packed: _PackedWeight | None = None
+        self.packed_t: _PackedWeight | None = None
+        self.token = _Hub.apply(self, *weights, *biases)
+
+    @property
+    def weight(self) -> Tensor:
+        """The weights concatenated along their input dimension (made once, when first used)."""
+        if self._weight is None:
+            self._weight = self.weights[0] if self.n == 1 else torch.cat(self.weights, 1)
+        return self._weight
+
+    def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor:
+        """``[parts] @ weight^T + bias (+ add)`` for one step: ``parts`` are the layers' inputs
+        (..., in_i), in the order of the weights."""
+        return _StepLinear.apply(add, self.token, self, *parts)
+
+    def end_forward(self) -> None:
+        """The loop's forward is over: drop what only the forward products need."""
+        self.packed = None
+        if self.can_pack:
+            self._weight = None
+
+    def _forward(self, x: Tensor, add: Tensor | None) -> Tensor:
+        if self.can_pack and x.dim() == 2:
+            if self.packed is None:
+                self.packed = _PackedWeight(self.weight, x.shape[0])
+                self._weight = None  # the packed copy replaces it
+            return self.packed.linear(x.contiguous(), self.bias, add)
+        y = F.linear(x, self.weight, self.bias)
+        return y if add is None else y.add_(add)
+
+    def _grad_input(self, grad: Tensor) -> Tensor:
+        if self.can_pack and grad.dim() == 2:
+            if self.packed_t is None:  # transposed straight from the parameters: one copy
+                self.packed_t = _PackedWeight(torch.cat([w.t() for w in self.weights]), grad.shape[0])
+            return self.packed_t.linear(grad.contiguous(), None, None)
+        return grad.matmul(self.weight)
+
+
+class _Hub(torch.autograd.Function):
+    CHUNK_ROWS = 256
+    """The weight gradient is accumulated over chunks of about this many rows, so that the
+    stacked per-step gradients and inputs never exist as one full copy."""
+
+    @staticmethod
+    def forward(ctx, hub: WeightHub, *weights_and_biases: Tensor | None) -> Tensor:
+        ctx.hub = hub
+        return weights_and_biases[0].new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _token_grad: Tensor):
+        hub = ctx.hub
+        grads, inputs = hub.grads, hub.inputs
+        hub.grads, hub.inputs, hub.packed_t, hub._weight = [], [], None, None
+        if not grads:
+            return (None,) * (1 + 2 * hub.n)
+        needs = ctx.needs_input_grad[1:]
+        # one gradient per layer, each computed directly into its own contiguous tensor (a column
+        # block of one combined product would be copied again by autograd)
+        weight_grads: list[Tensor | None] = [None] * hub.n
+        grad_bias = None
+        per_chunk = max(1, _Hub.CHUNK_ROWS // grads[0].shape[0])
+        for start in range(0, len(grads), per_chunk):
+            g_t = torch.cat(grads[start : start + per_chunk]).t()
+            chunk = inputs[start : start + per_chunk]
+            for i in range(hub.n):
+                if not needs[i]:
+                    continue
+                x = torch.cat([step[i] for step in chunk])
+                if weight_grads[i] is None:
+                    weight_grads[i] = g_t.mm(x)
+                else:
+                    torch.addmm(weight_grads[i], g_t, x, out=weight_grads[i])
+            if any(hub.has_bias):
+                grad_bias = g_t.sum(1) if grad_bias is None else grad_bias.add_(g_t.sum(1))
+        bias_grads = [grad_bias if has else None for has in hub.has_bias]
+        return None, *weight_grads, *bias_grads
+
+
+class _StepLinear(torch.autograd.Function):
+    """One step's product of the hub's weights with ``parts``, the layers' inputs, which are
+    concatenated only for the product: the step saves the parts it was given, no copy."""
+
+    @staticmethod
+    def forward(ctx, add: Tensor | None, token: Tensor, hub: WeightHub, *parts: Tensor) -> Tensor:
+        ctx.save_for_backward(*parts)
+        ctx.hub = hub
+        ctx.has_add = add is not None
+        return hub._forward(parts[0] if len(parts) == 1 else torch.cat(parts, -1), add)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        parts = ctx.saved_tensors
+        hub = ctx.hub
+        hub.grads.append(grad.reshape(-1, grad.shape[-1]))
+        hub.inputs.append(tuple(p.reshape(-1, p.shape[-1]) for p in parts))
+        grad_parts = [None] * len(parts)
+        if any(ctx.needs_input_grad[3:]):
+            grad_x = hub._grad_input(grad)
+            grad_parts = grad_x.split([p.shape[-1] for p in parts], -1) if len(parts) > 1 else [grad_x]
+        grad_add = grad if ctx.has_add and ctx.needs_input_grad[0] else None
+        return grad_add, grad.new_zeros(()), None, *grad_parts
+
+
+_LOOP: ContextVar[dict[tuple[int, ...], WeightHub] | None] = ContextVar("seqvae_step_loop", default=None)
+
+
+@contextmanager
+def step_loop() -> Iterator[None]:
+    """Run a time loop: inside it, every :class:`LoopLinear` defers its weight gradient to one
+    GEMM per layer after the loop (computed when backward reaches the loop's start)."""
+    hubs: dict[tuple[int, ...], WeightHub] = {}
+    reset = _LOOP.set(hubs)
+    try:
+        yield
+    finally:
+        _LOOP.reset(reset)
+        for hub in hubs.values():
+            hub.end_forward()
+
+
+def loop_hub(*layers: nn.Linear) -> WeightHub | None:
+    """The hub of ``layers`` (one, or several whose inputs are concatenated) in the current
+    :func:`step_loop`, made on first use; None when nothing would be deferred (no loop, no
+    autograd, a frozen weight, a small layer, autocast, or inside ``torch.compile``, which
+    computes its own gradients)."""
+    if torch.compiler.is_compiling():
+        return None
+    hubs = _LOOP.get()
+    if hubs is None or not torch.is_grad_enabled() or not all(m.weight.requires_grad for m in layers):
+        return None
+    if sum(m.weight.numel() for m in layers) < DEFER_MIN_ELEMENTS:
+        return None
+    if torch.is_autocast_enabled(layers[0].weight.device.type):
+        return None  # the hub multiplies in the weights' own dtype
+    key = tuple(id(m) for m in layers)
+    hub = hubs.get(key)
+    if hub is None:
+        hub = hubs[key] = WeightHub([m.weight for m in layers], [m.bias for m in layers])
+    return hub
+
+
+class LoopLinear(nn.Linear):
+    """``nn.Linear`` for layers that run once per step of a time loop.
+
+    Same parameters, initialisation and state-dict keys as ``nn.Linear``; inside
+    :func:`step_loop` its weight and bias gradients are computed once after the loop.
+    ``add`` (same shape as the output) is added to the product in the same call.
+    """
+
+    def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
+        hub = loop_hub(self)
+        if hub is not None:
+            return hub.linear(x, add=add)
+        y = F.linear(x, self.weight, self.bias)
+        return y if add is None else y + add
+
+
+def linear_sum(layers: list[nn.Linear], inputs: list[Tensor], add: Tensor | None = None) -> Tensor:
+    """``sum_i layers[i](inputs[i]) (+ add)`` for layers with the same output size.
+
+    Inside :func:`step_loop` this is one product of the concatenated inputs with the
+    concatenated weights (one GEMM per step instead of one per layer, forward and backward),
+    with the weight gradients deferred as for :class:`LoopLinear`.
+    """
+    hub = loop_hub(*layers)
+    if hub is not None:
+        return hub.linear(*inputs, add=add)
+    out = add
+    for layer, x in zip(layers, inputs, strict=True):
+        y = F.linear(x, layer.weight, layer.bias)
+        out = y if out is None else out + y
+    return out
+
