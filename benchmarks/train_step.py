@@ -104,6 +104,7 @@ def engine_step_fn(model: nn.Module, comp: Composition, data) -> Callable[[], fl
     def step() -> float:  # the body of seqvae.train.train's loop
         trace = model(u, x, mask)
         terms = compute_terms(model, trace, comp, update=UPDATE)
+        del trace  # as in seqvae.train: what backward needs, autograd holds
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

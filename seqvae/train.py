@@ -172,6 +172,7 @@ def train(
                 batch = batch.to(device)
                 trace = model(batch.u, batch.x, batch.mask)
                 terms = compute_terms(model, trace, comp, update=step)
+                del trace  # what backward needs, autograd holds; the rest is freed before it
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
                 clip = cfg.clip if cfg.clip > 0 else math.inf
