@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from seqvae import hookimpl
 from seqvae.fused import LoopLinear, linear_sum
-from seqvae.nn import mlp
+from seqvae.nn import lstm_cell, mlp
 from seqvae.slots import Decoder, Draw, State
 
 
@@ -76,12 +76,12 @@ class LatentLSTMDecoder(Decoder):
             gain, bias = self.latent_film(z).clamp(-3.0, 3.0).chunk(2, dim=-1)
             recurrent = F.layer_norm(recurrent, recurrent.shape[-1:]) * (1.0 + gain) + bias
             gates = pre_t["gates"] + recurrent
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(self.cell_norm(c))
         else:  # [h, z] @ [W_hh, W_z]^T + pre_t: one product per step, forward and backward
             gates = linear_sum([self.hidden_gates, self.latent_gates], [h, z], add=pre_t["gates"])
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        cell = self.cell_norm(c) if self.options.cond_ln else c
-        h = torch.sigmoid(o) * torch.tanh(cell)
+            h, c = lstm_cell(gates, c)
         return (h, c), h
 
     def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:
