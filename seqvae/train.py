@@ -128,8 +128,9 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step, spent = state["step"], state.get("train_seconds", 0.0)
         best = state.get("best_valid") or best
-        torch.set_rng_state(state["rng"])
-        shuffle.set_state(state["shuffle_rng"])
+        # RNG states are CPU byte tensors, whatever map_location moved the rest to
+        torch.set_rng_state(state["rng"].cpu())
+        shuffle.set_state(state["shuffle_rng"].cpu())
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.yaml", dump_yaml(config))
 
