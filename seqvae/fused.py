@@ -6,7 +6,7 @@ GEMM of inner size B that writes a full (out, in) matrix, and adds them up: for 
 recurrent matrix that is most of the loop's backward time. The weight gradient is the same
 sum sum_t g_t^T x_t = G^T X over the stacked per-step gradients and inputs, so this module
 records (g_t, x_t) during backward and computes it once autograd has visited every step, as a
-few large GEMMs over chunks of steps (see ``_Hub.CHUNK_ROWS``).
+few large GEMMs over chunks of steps (see ``FLUSH_ROWS``).
 
 How it is wired into autograd: for each layer and loop, a :class:`WeightHub` makes an autograd
 node that takes the weight and bias and outputs a scalar *token*; every step's product reads
@@ -40,6 +40,10 @@ from torch.nn import functional as F
 DEFER_MIN_ELEMENTS = 1 << 15
 """Layers whose weights have fewer elements are left to plain autograd: for them the hub's
 Python overhead costs more than the per-step weight gradients it saves (measured on CPU)."""
+
+FLUSH_ROWS = 256
+"""Recorded steps are folded into the weight gradient every this many rows: products with an
+inner size of 256 run near the matmul rate, and only that many rows are held at a time."""
 
 PACK_MIN_ELEMENTS = 1 << 18
 """Weights with fewer elements are multiplied with plain GEMM calls: for them the reorder and
@@ -81,12 +85,16 @@ class WeightHub:
 
     def __init__(self, weights: list[Tensor], biases: list[Tensor | None]) -> None:
         self.weights = [w.detach() for w in weights]
+        self.needs_grad = [w.requires_grad for w in weights]
         self.n = len(weights)
         self.has_bias = [b is not None for b in biases]
         present = [b.detach() for b in biases if b is not None]
         self.bias = None if not present else present[0] if len(present) == 1 else sum(present)
         self.grads: list[Tensor] = []  # per step: dL/d(output), (rows, out)
         self.inputs: list[tuple[Tensor, ...]] = []  # per step: the layers' inputs, (rows, in_i)
+        self.rows = 0  # rows recorded since the last flush
+        self.weight_grads: list[Tensor | None] = [None] * self.n
+        self.bias_grad: Tensor | None = None
         self.can_pack = _can_pack(self.weights[0]) and sum(w.numel() for w in weights) >= PACK_MIN_ELEMENTS
         self._weight: Tensor | None = None
         self.packed: _PackedWeight | None = None
@@ -120,6 +128,32 @@ class WeightHub:
         y = F.linear(x, self.weight, self.bias)
         return y if add is None else y.add_(add)
 
+    def record(self, grad: Tensor, parts: tuple[Tensor, ...]) -> None:
+        """Keep one step's output gradient and inputs; every ``FLUSH_ROWS`` rows, add their
+        weight gradient to the running sums, so that only a few steps are held at a time."""
+        self.grads.append(grad)
+        self.inputs.append(parts)
+        self.rows += grad.shape[0]
+        if self.rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the weight and bias gradients of the recorded steps as one product per layer."""
+        if not self.grads:
+            return
+        g_t = torch.cat(self.grads).t()
+        for i in range(self.n):
+            if not self.needs_grad[i]:
+                continue
+            x = torch.cat([step[i] for step in self.inputs])
+            if self.weight_grads[i] is None:
+                self.weight_grads[i] = g_t.mm(x)
+            else:
+                torch.addmm(self.weight_grads[i], g_t, x, out=self.weight_grads[i])
+        if any(self.has_bias):
+            self.bias_grad = g_t.sum(1) if self.bias_grad is None else self.bias_grad.add_(g_t.sum(1))
+        self.grads, self.inputs, self.rows = [], [], 0
+
     def _grad_input(self, grad: Tensor) -> Tensor:
         if self.can_pack and grad.dim() == 2:
             if self.packed_t is None:  # transposed straight from the parameters: one copy
@@ -129,9 +163,7 @@ class WeightHub:
 
 
 class _Hub(torch.autograd.Function):
-    CHUNK_ROWS = 256
-    """The weight gradient is accumulated over chunks of about this many rows, so that the
-    stacked per-step gradients and inputs never exist as one full copy."""
+    """Autograd node that runs after every step's backward: it finishes the weight gradients."""
 
     @staticmethod
     def forward(ctx, hub: WeightHub, *weights_and_biases: Tensor | None) -> Tensor:
@@ -141,30 +173,10 @@ class _Hub(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _token_grad: Tensor):
         hub = ctx.hub
-        grads, inputs = hub.grads, hub.inputs
-        hub.grads, hub.inputs, hub.packed_t, hub._weight = [], [], None, None
-        if not grads:
-            return (None,) * (1 + 2 * hub.n)
-        needs = ctx.needs_input_grad[1:]
-        # one gradient per layer, each computed directly into its own contiguous tensor (a column
-        # block of one combined product would be copied again by autograd)
-        weight_grads: list[Tensor | None] = [None] * hub.n
-        grad_bias = None
-        per_chunk = max(1, _Hub.CHUNK_ROWS // grads[0].shape[0])
-        for start in range(0, len(grads), per_chunk):
-            g_t = torch.cat(grads[start : start + per_chunk]).t()
-            chunk = inputs[start : start + per_chunk]
-            for i in range(hub.n):
-                if not needs[i]:
-                    continue
-                x = torch.cat([step[i] for step in chunk])
-                if weight_grads[i] is None:
-                    weight_grads[i] = g_t.mm(x)
-                else:
-                    torch.addmm(weight_grads[i], g_t, x, out=weight_grads[i])
-            if any(hub.has_bias):
-                grad_bias = g_t.sum(1) if grad_bias is None else grad_bias.add_(g_t.sum(1))
-        bias_grads = [grad_bias if has else None for has in hub.has_bias]
+        hub.flush()
+        weight_grads, bias_grad = hub.weight_grads, hub.bias_grad
+        hub.weight_grads, hub.bias_grad, hub.packed_t, hub._weight = [None] * hub.n, None, None, None
+        bias_grads = [bias_grad if has else None for has in hub.has_bias]
         return None, *weight_grads, *bias_grads
 
 
@@ -183,8 +195,7 @@ class _StepLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         parts = ctx.saved_tensors
         hub = ctx.hub
-        hub.grads.append(grad.reshape(-1, grad.shape[-1]))
-        hub.inputs.append(tuple(p.reshape(-1, p.shape[-1]) for p in parts))
+        hub.record(grad.reshape(-1, grad.shape[-1]), tuple(p.reshape(-1, p.shape[-1]) for p in parts))
         grad_parts = [None] * len(parts)
         if any(ctx.needs_input_grad[3:]):
             grad_x = hub._grad_input(grad)

@@ -28,7 +28,7 @@ def defer_every_layer(monkeypatch):
     """Tiny test layers go through the weight hubs too (normally only layers of 2^15 weights
     and more do)."""
     monkeypatch.setattr(fused, "DEFER_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fused._Hub, "CHUNK_ROWS", 8)  # the weight gradient over several chunks
+    monkeypatch.setattr(fused, "FLUSH_ROWS", 8)  # the weight gradient over several chunks
 
 
 def _engine(dims: PlainDims = DIMS):
@@ -104,7 +104,7 @@ def test_engine_matches_the_plain_implementation_in_terms_and_gradients(lengths,
     made = []
     if defer:
         monkeypatch.setattr(fused, "DEFER_MIN_ELEMENTS", 0)
-        monkeypatch.setattr(fused._Hub, "CHUNK_ROWS", 8)
+        monkeypatch.setattr(fused, "FLUSH_ROWS", 8)
         init = fused.WeightHub.__init__
         monkeypatch.setattr(fused.WeightHub, "__init__", lambda self, *a: made.append(self) or init(self, *a))
     torch.manual_seed(0)
