@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.fused import LoopLinear, linear_sum
 from seqvae.nn import ClampedLeakyReLU, lstm_cell, mlp
 from seqvae.slots import Decoder, Draw, State
 
@@ -41,11 +42,13 @@ class VRNNLSTMOptions:
     emission_layers: int = 4
 
 
-def feature_extractor(first: nn.Module, width: int, layers: int) -> nn.Sequential:
+def feature_extractor(
+    first: nn.Module, width: int, layers: int, linear: type[nn.Linear] = nn.Linear
+) -> nn.Sequential:
     """``first`` then ``layers - 1`` square layers, each followed by the activation."""
     modules = [first, ClampedLeakyReLU()]
     for _ in range(layers - 1):
-        modules += [nn.Linear(width, width), ClampedLeakyReLU()]
+        modules += [linear(width, width), ClampedLeakyReLU()]
     return nn.Sequential(*modules)
 
 
@@ -62,14 +65,15 @@ class VRNNLSTMDecoder(Decoder):
         self.context_dim = options.x_features
         embed = ctx.likelihood.input_embedding(ctx.x_dim, options.x_features)
         self.phi_x = feature_extractor(embed, options.x_features, options.x_layers)
+        # phi_z runs inside the loop (on z_{t-1}) as well as after it (emission): loop layers
         self.phi_z = feature_extractor(
-            nn.Linear(ctx.z_dim, options.z_features), options.z_features, options.z_layers
+            LoopLinear(ctx.z_dim, options.z_features), options.z_features, options.z_layers, LoopLinear
         )
         # the LSTM's input weights split into a phi_x part (one GEMM over all steps in
         # precompute) and a phi_z part applied inside the loop
         self.input_gates = nn.Linear(options.x_features, 4 * hidden)
-        self.latent_gates = nn.Linear(options.z_features, 4 * hidden, bias=False)
-        self.hidden_gates = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.latent_gates = LoopLinear(options.z_features, 4 * hidden, bias=False)
+        self.hidden_gates = LoopLinear(hidden, 4 * hidden, bias=False)
         self.emit = mlp(
             [options.z_features + hidden]
             + [options.emission_hidden] * options.emission_layers
@@ -87,7 +91,8 @@ class VRNNLSTMDecoder(Decoder):
 
     def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
         h, c, z_prev, live = state
-        gates = pre_t["gates"] + self.hidden_gates(h) + self.latent_gates(self.phi_z(z_prev))
+        # [h, phi_z(z_{t-1})] @ [W_hh, W_z]^T + pre_t: one product per step
+        gates = linear_sum([self.hidden_gates, self.latent_gates], [h, self.phi_z(z_prev)], add=pre_t["gates"])
         h_new, c_new = lstm_cell(gates, c)
         started = live > 0
         h, c = torch.where(started, h_new, h), torch.where(started, c_new, c)
