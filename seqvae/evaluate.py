@@ -148,7 +148,7 @@ def evaluate(
             add(f"aux/{key}", (-value).sum())
         if z_dim:
             mask = batch.mask.unsqueeze(-1)
-            add("kl_per_dim", trace.kl_per_dim().sum((0, 1)), (z_dim,))
+            add("kl_per_dim", terms.kl_per_dim.sum((0, 1)), (z_dim,))
             add("mu_sum", (trace.post_mu * mask).sum((0, 1)), (z_dim,))
             add("mu_sq_sum", (trace.post_mu.pow(2) * mask).sum((0, 1)), (z_dim,))
         if iwae_k:

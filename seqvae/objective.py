@@ -23,6 +23,8 @@ class Terms:
     log_px: Tensor
     kl: Tensor
     aux: dict[str, Tensor]
+    kl_per_dim: Tensor
+    """Masked KL per step and latent dimension (T, B, Z), for diagnostics."""
 
     @property
     def elbo(self) -> Tensor:
@@ -56,7 +58,7 @@ def compute_terms(
         aux[key] = (term(trace) * mask).sum(0)
         if training:
             per_sequence = per_sequence - weight * aux[key]
-    return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux)
+    return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux, kl_per_dim=kl_dims)
 
 
 def weights_at(comp: Composition, update: int) -> dict[str, float]:
