@@ -57,15 +57,89 @@ def split_gaussian(params: Tensor, bound: float = 8.0) -> tuple[Tensor, Tensor]:
 
 
 def gaussian_log_prob(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """Elementwise log N(x; mu, exp(logvar)); sum over the event dimensions yourself."""
-    return -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar))
+    """Elementwise log N(x; mu, exp(logvar)) (broadcasting); sum over the event dimensions yourself.
+
+    One autograd node that saves two tensors, (x - mu) and exp(-logvar), where the composed
+    expression saves three and makes five full-size temporaries: on whole sequences (an
+    auxiliary cost over T x B x 1024 values) that difference sets the training step's peak
+    memory. Not twice differentiable.
+    """
+    return _GaussianLogProb.apply(x, mu, logvar)
 
 
 def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """Elementwise KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p)))."""
-    return 0.5 * (
-        logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p) - 1.0
-    )
+    """Elementwise KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))), broadcasting.
+
+    One autograd node, like :func:`gaussian_log_prob`; not twice differentiable."""
+    return _GaussianKL.apply(mu_q, logvar_q, mu_p, logvar_p)
+
+
+def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """``grad`` summed over the dimensions an input of ``shape`` was broadcast along."""
+    return grad if grad.shape == shape else grad.sum_to_size(shape)
+
+
+class _GaussianLogProb(torch.autograd.Function):
+    # log N = -0.5 (log 2pi + logvar + d^2 v),  d = x - mu, v = exp(-logvar)
+    # d/dmu = d v = -d/dx,  d/dlogvar = 0.5 (d^2 v - 1)
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        d = x - mu
+        v = logvar.neg().exp_()
+        out = d.square().mul_(v).add_(logvar).add_(LOG_2PI).mul_(-0.5)
+        ctx.save_for_backward(d, v)  # not the inputs: a saved view would keep its whole base alive
+        ctx.shapes = x.shape, mu.shape, logvar.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        d, v = ctx.saved_tensors
+        x_shape, mu_shape, logvar_shape = ctx.shapes
+        need_x, need_mu, need_logvar = ctx.needs_input_grad
+        g_mu = torch.mul(d, v).mul_(g)  # g d v
+        g_logvar = None
+        if need_logvar:  # 0.5 g (d^2 v - 1) = 0.5 (g_mu d - g)
+            g_logvar = _reduce_to(torch.mul(g_mu, d).sub_(g).mul_(0.5), logvar_shape)
+        g_x = _reduce_to(-g_mu, x_shape) if need_x else None
+        return g_x, _reduce_to(g_mu, mu_shape) if need_mu else None, g_logvar
+
+
+class _GaussianKL(torch.autograd.Function):
+    # KL = 0.5 (lp - lq + (e^lq + d^2) v - 1),  d = mu_q - mu_p, v = exp(-lp)
+    # d/dmu_q = d v = -d/dmu_p,  d/dlq = 0.5 (e^lq v - 1),  d/dlp = 0.5 (1 - (e^lq + d^2) v)
+
+    @staticmethod
+    def forward(ctx, mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+        d = mu_q - mu_p
+        v = logvar_p.neg().exp_()
+        ratio = logvar_q.exp().mul_(v)  # e^lq v: remade in backward rather than saved
+        out = d.square().mul_(v).add_(ratio).add_(logvar_p).sub_(logvar_q).sub_(1.0).mul_(0.5)
+        ctx.save_for_backward(d, v, logvar_q)
+        ctx.shapes = mu_q.shape, logvar_q.shape, mu_p.shape, logvar_p.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        d, v, logvar_q = ctx.saved_tensors
+        s_mu_q, s_lq, s_mu_p, s_lp = ctx.shapes
+        need_mu_q, need_lq, need_mu_p, need_lp = ctx.needs_input_grad
+        g_mu = torch.mul(d, v).mul_(g)  # g d v
+        g_lq = g_lp = None
+        if need_lq or need_lp:
+            half_ratio = logvar_q.exp().mul_(v).sub_(1.0).mul_(0.5)  # 0.5 (e^lq v - 1)
+            if need_lp:  # 0.5 (1 - e^lq v - d^2 v) = -half_ratio - 0.5 d^2 v
+                g_lp = _reduce_to(d.square().mul_(v).mul_(-0.5).sub_(half_ratio).mul_(g), s_lp)
+            if need_lq:
+                g_lq = _reduce_to(half_ratio.mul_(g), s_lq)
+        return (
+            _reduce_to(g_mu, s_mu_q) if need_mu_q else None,
+            g_lq,
+            _reduce_to(-g_mu, s_mu_p) if need_mu_p else None,
+            g_lp,
+        )
 
 
 def lengths_from_mask(mask: Tensor) -> Tensor:
