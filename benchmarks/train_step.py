@@ -11,9 +11,8 @@ times a plain eager Z-Forcing (``benchmarks/plain_zforcing.py``) alternately wit
 model (plain, engine, plain, engine, ...) and prints the ratio engine / plain of every pair and
 their median. With ``--json`` the last line printed is one JSON object.
 
-Thread settings: this script (not the library) sets ``OMP_WAIT_POLICY=PASSIVE`` before torch
-starts, unless the environment already sets it, and ``--threads N`` calls
-``torch.set_num_threads(N)`` (default: leave torch's choice, one thread per core).
+Thread settings: ``--threads N`` calls ``torch.set_num_threads(N)`` (default: torch's choice,
+one thread per core); the script sets no OpenMP wait policy (see benchmarks/README.md for why).
 """
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ class _StepLinear(torch.autograd.Function):
             grad_x = hub._grad_input(grad)
             grad_parts = grad_x.split([p.shape[-1] for p in parts], -1) if len(parts) > 1 else [grad_x]
         grad_add = grad if ctx.has_add and ctx.needs_input_grad[0] else None
-        return grad_add, grad.new_zeros(()), None, *grad_parts
+        return grad_add, None, None, *grad_parts  # None for the token: the hub still runs after every step
 
 
 _LOOP: ContextVar[dict[tuple[int, ...], WeightHub] | None] = ContextVar("seqvae_step_loop", default=None)
