@@ -57,7 +57,8 @@ class GMM(Likelihood):
 
     def sample(self, params: Tensor) -> Tensor:
         logits, mu, logvar = self.split(params)
-        k = torch.distributions.Categorical(logits=logits).sample()  # (...)
+        # no argument validation: it reads the logits back to the host, a GPU sync per step
+        k = torch.distributions.Categorical(logits=logits, validate_args=False).sample()  # (...)
         index = k[..., None, None].expand(*k.shape, 1, mu.shape[-1])
         mu, logvar = mu.gather(-2, index).squeeze(-2), logvar.gather(-2, index).squeeze(-2)
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

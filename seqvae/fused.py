@@ -233,13 +233,20 @@ def loop_hub(*layers: nn.Linear) -> WeightHub | None:
         return None
     if sum(m.weight.numel() for m in layers) < DEFER_MIN_ELEMENTS:
         return None
-    if torch.is_autocast_enabled(layers[0].weight.device.type):
+    if _autocast_enabled(layers[0].weight.device.type):
         return None  # the hub multiplies in the weights' own dtype
     key = tuple(id(m) for m in layers)
     hub = hubs.get(key)
     if hub is None:
         hub = hubs[key] = WeightHub([m.weight for m in layers], [m.bias for m in layers])
     return hub
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type without autocast (meta, say): nothing is autocast there
+        return False
 
 
 class LoopLinear(nn.Linear):

@@ -151,6 +151,16 @@ class ShortPrior(TanhPrior):
         return mu[..., 1:], logvar[..., 1:]
 
 
+class HostConstantPrior(TanhPrior):
+    """Broken for accelerators: adds a constant made on the CPU whatever the model's device."""
+
+    name = "broken-host-prior"
+
+    def forward(self, cond: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = super().forward(cond)
+        return mu + torch.zeros(mu.shape[-1]), logvar
+
+
 class WholeFlipEncoder(BackwardLSTMEncoder):
     """Broken: reverses the whole padded batch instead of each sequence within its length,
     so the backward states of real steps read the padding."""
@@ -191,6 +201,16 @@ def test_a_prior_of_the_wrong_size_fails_shapes_by_name():
     detail = info.value.failures["shapes"]
     assert "prior mu (T=1, B=1): expected shape (1, 1, 4), got (1, 1, 3)" in detail
     assert "prior 'broken-short-prior' (model.prior, plugin 'broken_short')" in detail
+
+
+def test_a_prior_that_makes_tensors_on_the_cpu_fails_device_by_name():
+    registry = build_registry(extra=[_plugin("broken_host", HostConstantPrior)])
+    with pytest.raises(ConformanceError) as info:
+        conformance.check_component("prior", "broken-host-prior", registry=registry)
+    assert set(info.value.failures) == {"device"}  # on the CPU it is a correct prior
+    detail = info.value.failures["device"]
+    assert "meta" in detail and "cpu" in detail
+    assert "raised inside prior 'broken-host-prior', plugin 'broken_host'" in detail
 
 
 def test_a_composition_whose_encoder_reads_padding_fails_and_blames_the_encoder():

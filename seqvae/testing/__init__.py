@@ -26,6 +26,8 @@ The properties (``conformance.CHECKS``; each check's docstring states it exactly
 - ``gradients``: the ELBO reaches every model parameter, each auxiliary term its own network;
 - ``save-load``: a weights-only checkpoint rebuilds a model with identical outputs;
 - ``sampling``: ``SequenceModel.sample`` gives finite, valid observations of the right shape.
+- ``device``: on the ``meta`` device (no data, any accelerator's stand-in) the model trains
+  through the fast path and samples: no tensor made on a fixed device, no value read back.
 
 Compositions are shrunk to tiny sizes generically (:func:`shrink`), so the suite runs in
 seconds on a CPU.

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from seqvae import fused
 from seqvae.checkpoint import model_from_checkpoint
 from seqvae.model import SequenceModel, Trace
 from seqvae.objective import compute_terms
@@ -374,6 +376,58 @@ def check_sampling(s: Subject) -> None:
                           f"they are not valid observations for {s.describe('likelihood')}")
 
 
+def check_device(s: Subject) -> None:
+    """On PyTorch's ``meta`` device (tensors with shapes but no data: a stand-in for an
+    accelerator on a machine without one) the model runs a padded batch in training mode, its
+    training loss backpropagates to every trainable parameter that the same batch reaches on
+    the subject's own device, with gradients on the meta device, and it samples. A component
+    that makes a tensor on a fixed device (``torch.zeros(n)`` without ``device=``) or reads a
+    value back to Python (``.item()``, ``.tolist()``, a data-dependent branch) fails here; on
+    CUDA it would fail or stall the GPU at every step."""
+    reference = s.build().train()
+    u, x, mask = make_batch(reference, 5, 3, s.device, [5, 3, 2])
+    loss = compute_terms(reference, reference(u, x, mask), s.comp, update=0).loss
+    params = dict(reference.named_parameters())
+    reached = {name for name, g in zip(params, _grads(loss, params), strict=True) if g is not None}
+
+    model = s.build().to("meta").train()
+    u, x, mask = (t.to("meta") for t in (u, x, mask))
+    with _every_loop_layer_deferred():  # the tiny model's layers take the fast path too
+        terms = compute_terms(model, model(u, x, mask), s.comp, update=0)
+        meta_params = dict(model.named_parameters())
+        grads = dict(zip(meta_params, _grads(terms.loss, meta_params), strict=True))
+    missing = sorted(name for name in reached if grads[name] is None)
+    if missing:
+        raise Failure(f"on the meta device these parameters get no gradient: {', '.join(missing)} "
+                      f"(first: {s.describe(missing[0])})")  # fmt: skip
+    wrong = sorted(name for name, g in grads.items() if g is not None and g.device.type != "meta")
+    if wrong:
+        raise Failure(f"gradients left the meta device for {', '.join(wrong)} ({s.describe(wrong[0])})")
+    xs = model.eval().sample(2, 3, device="meta")
+    if xs.device.type != "meta":
+        raise Failure(f"model.sample(..., device='meta') returned a tensor on {xs.device}; "
+                      f"{s.describe('decoder')}, {s.describe('likelihood')}")
+
+
+@contextmanager
+def _every_loop_layer_deferred() -> Iterator[None]:
+    """Send every in-loop layer through :mod:`seqvae.fused`'s hubs, however small."""
+    saved = fused.DEFER_MIN_ELEMENTS
+    fused.DEFER_MIN_ELEMENTS = 0
+    try:
+        yield
+    finally:
+        fused.DEFER_MIN_ELEMENTS = saved
+
+
+def _grads(loss: Tensor, params: dict[str, Tensor]) -> tuple[Tensor | None, ...]:
+    trainable = [p for p in params.values() if p.requires_grad]
+    if not loss.requires_grad or not trainable:
+        return (None,) * len(params)
+    found = iter(torch.autograd.grad(loss, trainable, allow_unused=True))
+    return tuple(next(found) if p.requires_grad else None for p in params.values())
+
+
 CHECKS: tuple[Check, ...] = (
     Check("shapes", check_shapes),
     Check("padding", check_padding),
@@ -381,5 +435,6 @@ CHECKS: tuple[Check, ...] = (
     Check("gradients", check_gradients),
     Check("save-load", check_save_load),
     Check("sampling", check_sampling),
+    Check("device", check_device),
 )
 """Every property, in the order :func:`~seqvae.testing.conformance.check_composition` runs them."""
