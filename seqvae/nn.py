@@ -82,12 +82,13 @@ def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
 class _GaussianLogProb(torch.autograd.Function):
     # log N = -0.5 (log 2pi + logvar + d^2 v),  d = x - mu, v = exp(-logvar)
     # d/dmu = d v = -d/dx,  d/dlogvar = 0.5 (d^2 v - 1)
+    # The first product of each chain has the full broadcast shape; the rest work in place.
 
     @staticmethod
     def forward(ctx, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         d = x - mu
         v = logvar.neg().exp_()
-        out = d.square().mul_(v).add_(logvar).add_(LOG_2PI).mul_(-0.5)
+        out = torch.mul(d, v).mul_(d).add_(logvar).add_(LOG_2PI).mul_(-0.5)
         ctx.save_for_backward(d, v)  # not the inputs: a saved view would keep its whole base alive
         ctx.shapes = x.shape, mu.shape, logvar.shape
         return out
@@ -98,7 +99,7 @@ class _GaussianLogProb(torch.autograd.Function):
         d, v = ctx.saved_tensors
         x_shape, mu_shape, logvar_shape = ctx.shapes
         need_x, need_mu, need_logvar = ctx.needs_input_grad
-        g_mu = torch.mul(d, v).mul_(g)  # g d v
+        g_mu = torch.mul(g, d).mul_(v)  # g d v
         g_logvar = None
         if need_logvar:  # 0.5 g (d^2 v - 1) = 0.5 (g_mu d - g)
             g_logvar = _reduce_to(torch.mul(g_mu, d).sub_(g).mul_(0.5), logvar_shape)
@@ -114,8 +115,8 @@ class _GaussianKL(torch.autograd.Function):
     def forward(ctx, mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
         d = mu_q - mu_p
         v = logvar_p.neg().exp_()
-        ratio = logvar_q.exp().mul_(v)  # e^lq v: remade in backward rather than saved
-        out = d.square().mul_(v).add_(ratio).add_(logvar_p).sub_(logvar_q).sub_(1.0).mul_(0.5)
+        ratio = torch.exp(logvar_q).mul(v)  # e^lq v: remade in backward rather than saved
+        out = torch.add(torch.mul(d, v).mul_(d), ratio).add_(logvar_p).sub_(logvar_q).sub_(1.0).mul_(0.5)
         ctx.save_for_backward(d, v, logvar_q)
         ctx.shapes = mu_q.shape, logvar_q.shape, mu_p.shape, logvar_p.shape
         return out
@@ -126,14 +127,14 @@ class _GaussianKL(torch.autograd.Function):
         d, v, logvar_q = ctx.saved_tensors
         s_mu_q, s_lq, s_mu_p, s_lp = ctx.shapes
         need_mu_q, need_lq, need_mu_p, need_lp = ctx.needs_input_grad
-        g_mu = torch.mul(d, v).mul_(g)  # g d v
+        g_mu = torch.mul(g, d).mul_(v)  # g d v
         g_lq = g_lp = None
         if need_lq or need_lp:
-            half_ratio = logvar_q.exp().mul_(v).sub_(1.0).mul_(0.5)  # 0.5 (e^lq v - 1)
-            if need_lp:  # 0.5 (1 - e^lq v - d^2 v) = -half_ratio - 0.5 d^2 v
-                g_lp = _reduce_to(d.square().mul_(v).mul_(-0.5).sub_(half_ratio).mul_(g), s_lp)
+            g_ratio = torch.exp(logvar_q).mul(v).sub_(1.0).mul_(g).mul_(0.5)  # 0.5 g (e^lq v - 1)
+            if need_lp:  # 0.5 g (1 - e^lq v - d^2 v) = -0.5 g_mu d - g_ratio
+                g_lp = _reduce_to(torch.mul(g_mu, d).mul_(-0.5).sub_(g_ratio), s_lp)
             if need_lq:
-                g_lq = _reduce_to(half_ratio.mul_(g), s_lq)
+                g_lq = _reduce_to(g_ratio, s_lq)
         return (
             _reduce_to(g_mu, s_mu_q) if need_mu_q else None,
             g_lq,

@@ -67,8 +67,8 @@ def _composed_kl(mu_q, lv_q, mu_p, lv_p):
 
 @pytest.mark.parametrize(
     "shapes",
-    [[(5, 7)] * 3, [(4, 1, 6), (4, 3, 6), (4, 3, 6)], [(3, 6), (6,), (1, 6)]],
-    ids=["same", "gmm-broadcast", "param-broadcast"],
+    [[(5, 7)] * 3, [(4, 1, 6), (4, 3, 6), (4, 3, 6)], [(3, 6), (6,), (1, 6)], [(6,), (6,), (3, 6)]],
+    ids=["same", "gmm-broadcast", "param-broadcast", "logvar-widest"],
 )
 def test_gaussian_log_prob_gradients_are_exact_under_broadcasting(shapes):
     g = torch.Generator().manual_seed(3)
@@ -84,9 +84,13 @@ def test_gaussian_log_prob_gradients_are_exact_under_broadcasting(shapes):
 
 
 @pytest.mark.parametrize("needs", [(True,) * 4, (False, True, False, True), (True, False, True, False)])
-def test_gaussian_kl_gradients_are_exact(needs):
+@pytest.mark.parametrize(
+    "shapes",
+    [[(5, 7), (5, 7), (7,), (1, 7)], [(7,), (7,), (5, 7), (5, 7)], [(5, 1), (7,), (1, 7), (5, 7)]],
+    ids=["prior-broadcast", "posterior-broadcast", "mixed"],  # e.g. a standard-normal prior
+)
+def test_gaussian_kl_gradients_are_exact(needs, shapes):
     g = torch.Generator().manual_seed(4)
-    shapes = [(5, 7), (5, 7), (7,), (1, 7)]  # a prior broadcast over steps, as for a standard normal
     args = [torch.randn(s, generator=g, dtype=torch.float64, requires_grad=r) for s, r in zip(shapes, needs, strict=True)]
     assert torch.autograd.gradcheck(gaussian_kl, args)
     torch.testing.assert_close(gaussian_kl(*args), _composed_kl(*args))
