@@ -10,12 +10,16 @@ few large GEMMs over chunks of steps (see ``FLUSH_ROWS``).
 
 How it is wired into autograd: for each layer and loop, a :class:`WeightHub` makes an autograd
 node that takes the weight and bias and outputs a scalar *token*; every step's product reads
-the token and sends it a zero gradient. Autograd runs a node only after all its consumers, so
+the token (and sends it no gradient). Autograd runs a node only after all its consumers, so
 the hub's backward runs after every step's backward and finds all (g_t, x_t) collected.
 
 On CPU the hub also reorders a large weight once per loop into oneDNN's blocked layout (and
 its transpose once per backward), so that the T skinny products of the loop, forward and
 backward, skip the repacking a plain GEMM call does every time.
+
+Small layers (fewer than ``HUB_MIN_ELEMENTS`` weights) defer their weight gradient without a
+Python autograd node per step, whose overhead would exceed what they save: see
+:class:`ProbeHub`.
 
 Layers whose outputs are summed (the gates of an LSTM read [h_{t-1}, z_t]) go through one hub
 with :func:`linear_sum`: one product per step of the concatenated inputs with the concatenated
@@ -23,23 +27,29 @@ weights, forward and backward, instead of one per layer.
 
 Use: components build their in-loop layers as :class:`LoopLinear` (a drop-in ``nn.Linear``
 with the same parameters and state-dict keys), and the engine runs the loop inside
-:func:`step_loop`. Outside a ``step_loop`` block, without autograd, or for frozen or small
-weights, a ``LoopLinear`` is exactly ``nn.Linear``. Nothing here knows a model.
+:func:`step_loop`. Outside a ``step_loop`` block, without autograd, or for frozen weights, a
+``LoopLinear`` is exactly ``nn.Linear``. Nothing here knows a model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-DEFER_MIN_ELEMENTS = 1 << 15
-"""Layers whose weights have fewer elements are left to plain autograd: for them the hub's
-Python overhead costs more than the per-step weight gradients it saves (measured on CPU)."""
+DEFER_MIN_ELEMENTS = 0
+"""Layers whose weights have fewer elements are left to plain autograd (an ablation knob:
+``math.inf`` switches every deferral off)."""
+
+HUB_MIN_ELEMENTS = 1 << 18
+"""Layers with at least this many weights go through a :class:`WeightHub` (an autograd node per
+step, packed weights on CPU); smaller ones through a :class:`ProbeHub` (native ops per step)."""
 
 FLUSH_ROWS = 256
 """Recorded steps are folded into the weight gradient every this many rows: products with an
@@ -204,42 +214,125 @@ class _StepLinear(torch.autograd.Function):
         return grad_add, None, None, *grad_parts  # None for the token: the hub still runs after every step
 
 
-_LOOP: ContextVar[dict[tuple[int, ...], WeightHub] | None] = ContextVar("seqvae_step_loop", default=None)
+class ProbeHub:
+    """Deferred weight gradients for small in-loop layers, with only native ops per step.
+
+    When the loop first runs the layers, an autograd node makes *probes* P (steps, *batch, out)
+    from their weights and biases (P holds the bias, or zeros) and unbinds them. Step t
+    computes ``P[t] (+ add) + sum_i x_i W_i^T`` with ``addmm`` on detached weights: a native op
+    whose backward computes input gradients only. Autograd stacks dL/dP[t] = g_t of every step
+    into one dP, and the node, which runs after every step's backward, adds up dW_i = dP^T X_i
+    over chunks of ``FLUSH_ROWS`` rows, and the bias gradient, the sum of dP.
+
+    A call beyond the loop's step count, or with another batch shape, gets None: the caller
+    then runs the layers with plain autograd, which is as correct.
+    """
+
+    def __init__(self, weights: list[Tensor], biases: list[Tensor | None], steps: int, batch_shape) -> None:
+        self.n = len(weights)
+        self.weights_t = [w.detach().t() for w in weights]
+        self.has_bias = [b is not None for b in biases]
+        self.steps, self.batch_shape = steps, tuple(batch_shape)
+        self.inputs: list[list[Tensor]] = []  # per call: the layers' inputs, detached (freed with the graph)
+        self.probes: tuple[Tensor, ...] | None = _Probes.apply(self, *weights, *biases).unbind(0)
+
+    def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor | None:
+        t = len(self.inputs)
+        if self.probes is None or t >= self.steps or tuple(parts[0].shape[:-1]) != self.batch_shape:
+            return None
+        self.inputs.append([p.detach() for p in parts])
+        y = self.probes[t] if add is None else add + self.probes[t]
+        for x, w_t in zip(parts, self.weights_t, strict=True):
+            y = torch.addmm(y, x, w_t) if x.dim() == 2 else y + x.matmul(w_t)
+        return y
+
+    def end_forward(self) -> None:
+        self.probes = None  # the graph holds what backward needs
+
+
+class _Probes(torch.autograd.Function):
+    """The probes' node: bias (or zeros) in every step's slot; weight gradients in backward."""
+
+    @staticmethod
+    def forward(ctx, hub: ProbeHub, *weights_and_biases: Tensor | None) -> Tensor:
+        ctx.hub = hub
+        weight, biases = weights_and_biases[0], [b for b in weights_and_biases[hub.n :] if b is not None]
+        shape = (hub.steps, *hub.batch_shape, weight.shape[0])
+        return weight.new_zeros(shape) if not biases else sum(biases).expand(shape).clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        hub = ctx.hub
+        calls, out = len(hub.inputs), grad.shape[-1]
+        per_chunk = max(1, FLUSH_ROWS // max(1, math.prod(hub.batch_shape)))
+        weight_grads: list[Tensor | None] = [None] * hub.n
+        for start in range(0, calls, per_chunk):
+            chunk = hub.inputs[start : start + per_chunk]
+            g_t = grad[start : start + len(chunk)].reshape(-1, out).t()
+            for i in range(hub.n):
+                x = torch.cat([step[i].reshape(-1, step[i].shape[-1]) for step in chunk])
+                if weight_grads[i] is None:
+                    weight_grads[i] = g_t.mm(x)
+                else:  # out= rather than addmm_: FLOP counters see this form
+                    torch.addmm(weight_grads[i], g_t, x, out=weight_grads[i])
+        bias_grad = grad[:calls].reshape(-1, out).sum(0) if any(hub.has_bias) else None
+        return None, *weight_grads, *(bias_grad if has else None for has in hub.has_bias)
+
+
+@dataclass
+class _Loop:
+    steps: int
+    hubs: dict[tuple[int, ...], WeightHub | ProbeHub] = field(default_factory=dict)
+
+
+_LOOP: ContextVar[_Loop | None] = ContextVar("seqvae_step_loop", default=None)
 
 
 @contextmanager
-def step_loop() -> Iterator[None]:
-    """Run a time loop: inside it, every :class:`LoopLinear` defers its weight gradient to one
-    GEMM per layer after the loop (computed when backward reaches the loop's start)."""
-    hubs: dict[tuple[int, ...], WeightHub] = {}
-    reset = _LOOP.set(hubs)
+def step_loop(steps: int) -> Iterator[None]:
+    """Run a time loop of ``steps`` steps: inside it, every :class:`LoopLinear` defers its
+    weight gradient to a few GEMMs after the loop (computed when backward reaches its start)."""
+    loop = _Loop(steps)
+    reset = _LOOP.set(loop)
     try:
         yield
     finally:
         _LOOP.reset(reset)
-        for hub in hubs.values():
+        for hub in loop.hubs.values():
             hub.end_forward()
 
 
-def loop_hub(*layers: nn.Linear) -> WeightHub | None:
-    """The hub of ``layers`` (one, or several whose inputs are concatenated) in the current
-    :func:`step_loop`, made on first use; None when nothing would be deferred (no loop, no
-    autograd, a frozen weight, a small layer, autocast, or inside ``torch.compile``, which
-    computes its own gradients)."""
+def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | None:
+    """The hub of ``layers`` (one, or several whose outputs are summed) in the current
+    :func:`step_loop`, made on first use (a :class:`ProbeHub`, for small layers, needs the
+    ``batch_shape`` of their inputs); None when nothing would be deferred: no loop, no
+    autograd, a frozen weight, autocast, or inside ``torch.compile``, which computes its own
+    gradients."""
     if torch.compiler.is_compiling():
         return None
-    hubs = _LOOP.get()
-    if hubs is None or not torch.is_grad_enabled() or not all(m.weight.requires_grad for m in layers):
+    loop = _LOOP.get()
+    if loop is None or not torch.is_grad_enabled() or not all(m.weight.requires_grad for m in layers):
         return None
-    if sum(m.weight.numel() for m in layers) < DEFER_MIN_ELEMENTS:
-        return None
-    if _autocast_enabled(layers[0].weight.device.type):
-        return None  # the hub multiplies in the weights' own dtype
+    size = sum(m.weight.numel() for m in layers)
+    if size < DEFER_MIN_ELEMENTS or _autocast_enabled(layers[0].weight.device.type):
+        return None  # (autocast: the hubs multiply in the weights' own dtype)
     key = tuple(id(m) for m in layers)
-    hub = hubs.get(key)
+    hub = loop.hubs.get(key)
     if hub is None:
-        hub = hubs[key] = WeightHub([m.weight for m in layers], [m.bias for m in layers])
+        weights, biases = [m.weight for m in layers], [m.bias for m in layers]
+        if size >= HUB_MIN_ELEMENTS:
+            hub = WeightHub(weights, biases)
+        elif batch_shape is not None:
+            hub = ProbeHub(weights, biases, loop.steps, batch_shape)
+        else:
+            return None
+        loop.hubs[key] = hub
     return hub
+
+
+def _deferred_product(layers: tuple[nn.Linear, ...], parts: list[Tensor], add: Tensor | None) -> Tensor | None:
+    hub = loop_hub(*layers, batch_shape=parts[0].shape[:-1])
+    return None if hub is None else hub.linear(*parts, add=add)
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -258,9 +351,9 @@ class LoopLinear(nn.Linear):
     """
 
     def forward(self, x: Tensor, add: Tensor | None = None) -> Tensor:
-        hub = loop_hub(self)
-        if hub is not None:
-            return hub.linear(x, add=add)
+        y = _deferred_product((self,), [x], add)
+        if y is not None:
+            return y
         y = F.linear(x, self.weight, self.bias)
         return y if add is None else y + add
 
@@ -272,9 +365,9 @@ def linear_sum(layers: list[nn.Linear], inputs: list[Tensor], add: Tensor | None
     concatenated weights (one GEMM per step instead of one per layer, forward and backward),
     with the weight gradients deferred as for :class:`LoopLinear`.
     """
-    hub = loop_hub(*layers)
-    if hub is not None:
-        return hub.linear(*inputs, add=add)
+    y = _deferred_product(tuple(layers), inputs, add)
+    if y is not None:
+        return y
     out = add
     for layer, x in zip(layers, inputs, strict=True):
         y = F.linear(x, layer.weight, layer.bias)

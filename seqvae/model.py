@@ -106,7 +106,7 @@ class SequenceModel(nn.Module):
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
-        with step_loop():
+        with step_loop(steps):
             for pre_t, feature_t, noise_t in zip(pre_steps, feature_steps, noise_steps, strict=True):
                 state, out_t, (cond, mu, logvar, z, prior) = step(state, pre_t, feature_t, noise_t)
                 conds.append(cond)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from benchmarks.plain_zforcing import PlainDims, PlainZForcing
 from seqvae import fused
@@ -23,12 +24,23 @@ DIMS = PlainDims(x_dim=3, emb=8, rnn=12, mlp=9, z=4)
 UPDATE = 100
 
 
-@pytest.fixture
-def defer_every_layer(monkeypatch):
-    """Tiny test layers go through the weight hubs too (normally only layers of 2^15 weights
-    and more do)."""
-    monkeypatch.setattr(fused, "DEFER_MIN_ELEMENTS", 0)
+PATHS = ["probe", "hub", "plain"]
+"""How in-loop layers get their weight gradients: small layers' probes (the default for these
+tiny test layers), the weight hubs of large layers, or plain autograd (deferral off)."""
+
+
+def _take_path(monkeypatch, path: str) -> list:
+    """Send every in-loop layer down ``path``; returns the list the hubs made get appended to."""
+    made = []
     monkeypatch.setattr(fused, "FLUSH_ROWS", 8)  # the weight gradient over several chunks
+    if path == "hub":
+        monkeypatch.setattr(fused, "HUB_MIN_ELEMENTS", 0)
+    if path == "plain":
+        monkeypatch.setattr(fused, "DEFER_MIN_ELEMENTS", float("inf"))
+    for cls in (fused.WeightHub, fused.ProbeHub):
+        init = cls.__init__
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, _init=init: made.append(self) or _init(self, *a))
+    return made
 
 
 def _engine(dims: PlainDims = DIMS):
@@ -98,15 +110,10 @@ def _plain_grads_from_engine(plain: PlainZForcing, grads: dict[str, torch.Tensor
     return expected
 
 
-@pytest.mark.parametrize("defer", [True, False])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("lengths", [(7, 7, 7), (7, 4, 2)])
-def test_engine_matches_the_plain_implementation_in_terms_and_gradients(lengths, defer, monkeypatch):
-    made = []
-    if defer:
-        monkeypatch.setattr(fused, "DEFER_MIN_ELEMENTS", 0)
-        monkeypatch.setattr(fused, "FLUSH_ROWS", 8)
-        init = fused.WeightHub.__init__
-        monkeypatch.setattr(fused.WeightHub, "__init__", lambda self, *a: made.append(self) or init(self, *a))
+def test_engine_matches_the_plain_implementation_in_terms_and_gradients(lengths, path, monkeypatch):
+    made = _take_path(monkeypatch, path)
     torch.manual_seed(0)
     plain = PlainZForcing(DIMS).double()
     engine, comp = _engine()
@@ -120,7 +127,8 @@ def test_engine_matches_the_plain_implementation_in_terms_and_gradients(lengths,
     noise = torch.randn(steps, batch, DIMS.z, generator=g, dtype=torch.float64)
 
     terms = compute_terms(engine, engine(u, x, mask, noise), comp, update=UPDATE)
-    assert len(made) == (3 if defer else 0)  # [W_hh, W_z], the posterior's two in-loop layers
+    kind = {"probe": fused.ProbeHub, "hub": fused.WeightHub}.get(path)
+    assert [type(hub) for hub in made] == [kind] * (3 if kind else 0)  # [W_hh, W_z], the posterior's two
     terms.loss.backward()
     kl_weight = comp.objective.kl_weight.at(UPDATE)
     aux_weight = comp.aux["reconstruction"].weight.at(UPDATE)
@@ -148,7 +156,9 @@ def _recurrence(x: torch.Tensor, h0: torch.Tensor, layer: nn.Module, out: nn.Mod
     return torch.stack(ys)
 
 
-def test_loop_linear_gradients_match_plain_autograd(defer_every_layer):
+@pytest.mark.parametrize("path", PATHS)
+def test_loop_linear_gradients_match_plain_autograd(path, monkeypatch):
+    made = _take_path(monkeypatch, path)
     torch.manual_seed(0)
     layer, out = LoopLinear(5, 5).double(), LoopLinear(5, 3, bias=False).double()
     ref_layer, ref_out = nn.Linear(5, 5).double(), nn.Linear(5, 3, bias=False).double()
@@ -156,8 +166,9 @@ def test_loop_linear_gradients_match_plain_autograd(defer_every_layer):
     ref_out.load_state_dict(out.state_dict())
     x = torch.randn(6, 4, 5, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 5, dtype=torch.float64)
-    with step_loop():
+    with step_loop(6):
         y = _recurrence(x, h0, layer, out)
+    assert len(made) == (0 if path == "plain" else 2)
     y_ref = _recurrence(x, h0, ref_layer, ref_out)
     torch.testing.assert_close(y, y_ref)
     weight = torch.randn_like(y)
@@ -168,9 +179,9 @@ def test_loop_linear_gradients_match_plain_autograd(defer_every_layer):
         torch.testing.assert_close(a, b)
     # outside a loop a LoopLinear is an nn.Linear and builds no hub
     torch.testing.assert_close(layer(h0), ref_layer(h0))
-    with step_loop():
-        assert fused.loop_hub(layer) is not None
-    assert fused.loop_hub(layer) is None
+    with step_loop(6):
+        assert (fused.loop_hub(layer, batch_shape=(4,)) is None) == (path == "plain")
+    assert fused.loop_hub(layer, batch_shape=(4,)) is None
 
 
 def test_weight_hub_passes_gradcheck():
@@ -194,6 +205,35 @@ def test_weight_hub_passes_gradcheck():
     assert torch.autograd.gradcheck(unroll, (x, u, h0, w, v, bias))
 
 
+def test_probe_hub_passes_gradcheck_with_calls_beyond_its_steps():
+    """Two layers with one bias through probes for 3 of 5 calls: the last two calls, and one of
+    another batch shape, fall back to plain autograd and the gradients still add up."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 2, dtype=torch.float64, requires_grad=True)
+    u = torch.randn(5, 3, 1, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 1, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    fallbacks = []
+
+    def unroll(x, u, h0, w, v, bias):
+        hub = fused.ProbeHub([w, v], [bias, None], steps=3, batch_shape=(3,))
+        h, hs = h0, []
+        for x_t, u_t in zip(x.unbind(0), u.unbind(0), strict=True):
+            y = hub.linear(h, u_t, add=x_t)
+            if y is None:
+                fallbacks.append(len(hs))
+                y = F.linear(h, w, bias) + F.linear(u_t, v) + x_t
+            assert hub.linear(h[:1], u_t[:1]) is None  # another batch shape: never a probe
+            h = torch.tanh(y)
+            hs.append(h)
+        return torch.stack(hs)
+
+    assert torch.autograd.gradcheck(unroll, (x, u, h0, w, v, bias))
+    assert fallbacks[:2] == [3, 4]
+
+
 def test_large_loop_layers_use_packed_weights_and_agree_with_nn_linear():
     """[h, u_t] @ [W, V]^T + b + x_t through one packed hub (float32, as in training on CPU)."""
     size = 512  # W alone has PACK_MIN_ELEMENTS weights: packed on CPU where oneDNN is available
@@ -207,7 +247,7 @@ def test_large_loop_layers_use_packed_weights_and_agree_with_nn_linear():
     h0 = torch.randn(8, size)
     seen = []
 
-    with step_loop():
+    with step_loop(5):
         h, ys = h0, []
         for x_t, u_t in zip(x.unbind(0), u.unbind(0), strict=True):
             h = torch.tanh(fused.linear_sum([layer, side], [0.05 * h, u_t], add=x_t))

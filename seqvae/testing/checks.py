@@ -392,17 +392,18 @@ def check_device(s: Subject) -> None:
 
     model = s.build().to("meta").train()
     u, x, mask = (t.to("meta") for t in (u, x, mask))
-    with _every_loop_layer_deferred():  # the tiny model's layers take the fast path too
-        terms = compute_terms(model, model(u, x, mask), s.comp, update=0)
-        meta_params = dict(model.named_parameters())
-        grads = dict(zip(meta_params, _grads(terms.loss, meta_params), strict=True))
-    missing = sorted(name for name in reached if grads[name] is None)
-    if missing:
-        raise Failure(f"on the meta device these parameters get no gradient: {', '.join(missing)} "
-                      f"(first: {s.describe(missing[0])})")  # fmt: skip
-    wrong = sorted(name for name, g in grads.items() if g is not None and g.device.type != "meta")
-    if wrong:
-        raise Failure(f"gradients left the meta device for {', '.join(wrong)} ({s.describe(wrong[0])})")
+    for hub_min, path in ((fused.HUB_MIN_ELEMENTS, "probes"), (0, "weight hubs")):
+        with _hub_threshold(hub_min):  # the tiny layers through each deferred path in turn
+            terms = compute_terms(model, model(u, x, mask), s.comp, update=0)
+            meta_params = dict(model.named_parameters())
+            grads = dict(zip(meta_params, _grads(terms.loss, meta_params), strict=True))
+        missing = sorted(name for name in reached if grads[name] is None)
+        if missing:
+            raise Failure(f"on the meta device ({path}) these parameters get no gradient: "
+                          f"{', '.join(missing)} (first: {s.describe(missing[0])})")  # fmt: skip
+        wrong = sorted(name for name, g in grads.items() if g is not None and g.device.type != "meta")
+        if wrong:
+            raise Failure(f"gradients left the meta device for {', '.join(wrong)} ({s.describe(wrong[0])})")
     xs = model.eval().sample(2, 3, device="meta")
     if xs.device.type != "meta":
         raise Failure(f"model.sample(..., device='meta') returned a tensor on {xs.device}; "
@@ -410,14 +411,15 @@ def check_device(s: Subject) -> None:
 
 
 @contextmanager
-def _every_loop_layer_deferred() -> Iterator[None]:
-    """Send every in-loop layer through :mod:`seqvae.fused`'s hubs, however small."""
-    saved = fused.DEFER_MIN_ELEMENTS
-    fused.DEFER_MIN_ELEMENTS = 0
+def _hub_threshold(elements: float) -> Iterator[None]:
+    """In-loop layers of at least ``elements`` weights go through :mod:`seqvae.fused`'s weight
+    hubs, smaller ones through its probes."""
+    saved = fused.HUB_MIN_ELEMENTS
+    fused.HUB_MIN_ELEMENTS = elements
     try:
         yield
     finally:
-        fused.DEFER_MIN_ELEMENTS = saved
+        fused.HUB_MIN_ELEMENTS = saved
 
 
 def _grads(loss: Tensor, params: dict[str, Tensor]) -> tuple[Tensor | None, ...]:
