@@ -361,9 +361,10 @@ class LoopLinear(nn.Linear):
 def linear_sum(layers: list[nn.Linear], inputs: list[Tensor], add: Tensor | None = None) -> Tensor:
     """``sum_i layers[i](inputs[i]) (+ add)`` for layers with the same output size.
 
-    Inside :func:`step_loop` this is one product of the concatenated inputs with the
-    concatenated weights (one GEMM per step instead of one per layer, forward and backward),
-    with the weight gradients deferred as for :class:`LoopLinear`.
+    Inside :func:`step_loop`, layers with at least ``HUB_MIN_ELEMENTS`` weights together make
+    one product of the concatenated inputs with the concatenated weights (one GEMM per step
+    instead of one per layer, forward and backward); smaller ones one ``addmm`` per layer into
+    the same output. Either way the weight gradients are deferred as for :class:`LoopLinear`.
     """
     y = _deferred_product(tuple(layers), inputs, add)
     if y is not None:
