@@ -232,13 +232,13 @@ class ProbeHub:
         self.n = len(weights)
         self.weights_t = [w.detach().t() for w in weights]
         self.has_bias = [b is not None for b in biases]
-        self.steps, self.batch_shape = steps, tuple(batch_shape)
+        self.steps, self.batch_shape = steps, torch.Size(batch_shape)
         self.inputs: list[list[Tensor]] = []  # per call: the layers' inputs, detached (freed with the graph)
         self.probes: tuple[Tensor, ...] | None = _Probes.apply(self, *weights, *biases).unbind(0)
 
     def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor | None:
         t = len(self.inputs)
-        if self.probes is None or t >= self.steps or tuple(parts[0].shape[:-1]) != self.batch_shape:
+        if self.probes is None or t >= self.steps or parts[0].shape[:-1] != self.batch_shape:
             return None
         self.inputs.append([p.detach() for p in parts])
         y = self.probes[t] if add is None else add + self.probes[t]
@@ -311,14 +311,16 @@ def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | Non
     if torch.compiler.is_compiling():
         return None
     loop = _LOOP.get()
-    if loop is None or not torch.is_grad_enabled() or not all(m.weight.requires_grad for m in layers):
+    if loop is None or not torch.is_grad_enabled():
         return None
-    size = sum(m.weight.numel() for m in layers)
-    if size < DEFER_MIN_ELEMENTS or _autocast_enabled(layers[0].weight.device.type):
-        return None  # (autocast: the hubs multiply in the weights' own dtype)
     key = tuple(id(m) for m in layers)
     hub = loop.hubs.get(key)
-    if hub is None:
+    if hub is None:  # the checks below hold for the whole loop: made once, not at every step
+        size = sum(m.weight.numel() for m in layers)
+        if size < DEFER_MIN_ELEMENTS or not all(m.weight.requires_grad for m in layers):
+            return None
+        if _autocast_enabled(layers[0].weight.device.type):
+            return None  # the hubs multiply in the weights' own dtype
         weights, biases = [m.weight for m in layers], [m.bias for m in layers]
         if size >= HUB_MIN_ELEMENTS:
             hub = WeightHub(weights, biases)

@@ -184,15 +184,15 @@ def test_loop_linear_gradients_match_plain_autograd(path, monkeypatch):
     assert fused.loop_hub(layer, batch_shape=(4,)) is None
 
 
+def _two_layer_recurrence_inputs(steps: int) -> tuple[torch.Tensor, ...]:
+    """(x, u, h0, W, V, b) for h_t = tanh(x_t + [h, u_t] @ [W, V]^T + b), float64, all trainable."""
+    torch.manual_seed(0)
+    shapes = [(steps, 3, 2), (steps, 3, 1), (3, 2), (2, 2), (2, 1), (2,)]
+    return tuple(torch.randn(shape, dtype=torch.float64, requires_grad=True) for shape in shapes)
+
+
 def test_weight_hub_passes_gradcheck():
     """Two layers in one hub, as ``linear_sum`` uses it: h_t = tanh(x_t + [h, u_t] @ [W, V]^T + b)."""
-    torch.manual_seed(0)
-    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(4, 3, 1, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(2, 1, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
 
     def unroll(x, u, h0, w, v, bias):
         hub = WeightHub([w, v], [bias, None])
@@ -202,19 +202,12 @@ def test_weight_hub_passes_gradcheck():
             hs.append(h)
         return torch.stack(hs)
 
-    assert torch.autograd.gradcheck(unroll, (x, u, h0, w, v, bias))
+    assert torch.autograd.gradcheck(unroll, _two_layer_recurrence_inputs(4))
 
 
 def test_probe_hub_passes_gradcheck_with_calls_beyond_its_steps():
     """Two layers with one bias through probes for 3 of 5 calls: the last two calls, and one of
     another batch shape, fall back to plain autograd and the gradients still add up."""
-    torch.manual_seed(0)
-    x = torch.randn(5, 3, 2, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(5, 3, 1, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(2, 1, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
     fallbacks = []
 
     def unroll(x, u, h0, w, v, bias):
@@ -230,7 +223,7 @@ def test_probe_hub_passes_gradcheck_with_calls_beyond_its_steps():
             hs.append(h)
         return torch.stack(hs)
 
-    assert torch.autograd.gradcheck(unroll, (x, u, h0, w, v, bias))
+    assert torch.autograd.gradcheck(unroll, _two_layer_recurrence_inputs(5))
     assert fallbacks[:2] == [3, 4]
 
 
