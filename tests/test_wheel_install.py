@@ -36,6 +36,7 @@ def test_wheel_in_a_fresh_venv_lists_and_builds_zforcing(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"seqvae", "seqvae_plugins", wheel.name.split("-py")[0] + ".dist-info"}
     assert "seqvae/registry.yaml" in names and "seqvae_plugins/latent_lstm.py" in names
+    assert "seqvae/csrc/lstm_cell.cpp" in names  # seqvae.native compiles it on the user's machine
     registry_text = zipfile.ZipFile(wheel).read("seqvae/registry.yaml").decode()
     assert registry_text == (ROOT / "registry.yaml").read_text()
 
@@ -56,8 +57,10 @@ def test_wheel_in_a_fresh_venv_lists_and_builds_zforcing(tmp_path):
         "m = build_model(load_composition('zforcing'), x_dim=200)\n"
         "print(seqvae.__file__); print(seqvae_plugins.__file__)\n"
         "print(type(m.decoder).__module__, sum(p.numel() for p in m.parameters()))\n"
+        "from seqvae import native; print(native.SOURCE.is_file())\n"
     )
     lines = _run(str(python), "-c", probe, cwd=tmp_path).splitlines()
     assert lines[0].startswith(str(site)) and lines[1].startswith(str(site))
     module, params = lines[2].split()
     assert module == "seqvae_plugins.latent_lstm" and int(params) > 10_000_000
+    assert lines[3] == "True"  # the kernel source, where seqvae.native looks for it
