@@ -47,9 +47,12 @@ DEFER_MIN_ELEMENTS = 0
 """Layers whose weights have fewer elements are left to plain autograd (an ablation knob:
 ``math.inf`` switches every deferral off)."""
 
-HUB_MIN_ELEMENTS = 1 << 18
+HUB_MIN_ELEMENTS = 1 << 19
 """Layers with at least this many weights go through a :class:`WeightHub` (an autograd node per
-step, packed weights on CPU); smaller ones through a :class:`ProbeHub` (native ops per step)."""
+step, packed weights on CPU); smaller ones through a :class:`ProbeHub` (native ops per step).
+The hub's Python node costs about 0.1 ms per step forward and backward; packing saves more than
+that only for large weights (measured: a 1024 x 320 layer at batch 32 runs 4 % faster as probes,
+a 4096 x 1280 one 20 % slower)."""
 
 FLUSH_ROWS = 256
 """Recorded steps are folded into the weight gradient every this many rows: products with an

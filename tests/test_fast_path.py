@@ -229,7 +229,7 @@ def test_probe_hub_passes_gradcheck_with_calls_beyond_its_steps():
 
 def test_large_loop_layers_use_packed_weights_and_agree_with_nn_linear():
     """[h, u_t] @ [W, V]^T + b + x_t through one packed hub (float32, as in training on CPU)."""
-    size = 512  # W alone has PACK_MIN_ELEMENTS weights: packed on CPU where oneDNN is available
+    size = 768  # W alone is above HUB_MIN_ELEMENTS and PACK_MIN_ELEMENTS: packed on CPU where oneDNN is available
     torch.manual_seed(0)
     layer, side = LoopLinear(size, size), LoopLinear(64, size, bias=False)
     ref, ref_side = nn.Linear(size, size), nn.Linear(64, size, bias=False)
