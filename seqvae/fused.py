@@ -240,13 +240,18 @@ class ProbeHub:
         self.probes: tuple[Tensor, ...] | None = _Probes.apply(self, *weights, *biases).unbind(0)
 
     def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor | None:
-        t = len(self.inputs)
-        if self.probes is None or t >= self.steps or parts[0].shape[:-1] != self.batch_shape:
+        # runs once per layer and step: kept to the ops it needs
+        t, probes = len(self.inputs), self.probes
+        if probes is None or t >= self.steps or parts[0].shape[:-1] != self.batch_shape:
             return None
         self.inputs.append([p.detach() for p in parts])
-        y = self.probes[t] if add is None else add + self.probes[t]
-        for x, w_t in zip(parts, self.weights_t, strict=True):
-            y = torch.addmm(y, x, w_t) if x.dim() == 2 else y + x.matmul(w_t)
+        y = probes[t] if add is None else add + probes[t]
+        if len(self.batch_shape) == 1:
+            for x, w_t in zip(parts, self.weights_t, strict=True):
+                y = torch.addmm(y, x, w_t)
+        else:
+            for x, w_t in zip(parts, self.weights_t, strict=True):
+                y = y + x.matmul(w_t)
         return y
 
     def end_forward(self) -> None:
@@ -285,7 +290,7 @@ class _Probes(torch.autograd.Function):
 @dataclass
 class _Loop:
     steps: int
-    hubs: dict[tuple[int, ...], WeightHub | ProbeHub] = field(default_factory=dict)
+    hubs: dict[tuple[nn.Linear, ...], WeightHub | ProbeHub] = field(default_factory=dict)
 
 
 _LOOP: ContextVar[_Loop | None] = ContextVar("seqvae_step_loop", default=None)
@@ -311,13 +316,10 @@ def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | Non
     ``batch_shape`` of their inputs); None when nothing would be deferred: no loop, no
     autograd, a frozen weight, autocast, or inside ``torch.compile``, which computes its own
     gradients."""
-    if torch.compiler.is_compiling():
-        return None
     loop = _LOOP.get()
-    if loop is None or not torch.is_grad_enabled():
+    if loop is None or not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
-    key = tuple(id(m) for m in layers)
-    hub = loop.hubs.get(key)
+    hub = loop.hubs.get(layers)  # modules hash by identity
     if hub is None:  # the checks below hold for the whole loop: made once, not at every step
         size = sum(m.weight.numel() for m in layers)
         if size < DEFER_MIN_ELEMENTS or not all(m.weight.requires_grad for m in layers):
@@ -331,7 +333,7 @@ def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | Non
             hub = ProbeHub(weights, biases, loop.steps, batch_shape)
         else:
             return None
-        loop.hubs[key] = hub
+        loop.hubs[layers] = hub
     return hub
 
 
