@@ -227,25 +227,50 @@ class ProbeHub:
     into one dP, and the node, which runs after every step's backward, adds up dW_i = dP^T X_i
     over chunks of ``FLUSH_ROWS`` rows, and the bias gradient, the sum of dP.
 
+    When the first call's ``add`` is step 0 of a sequence split by :func:`unbind_steps` (the
+    engine's precomputed inputs), P is that whole sequence plus the bias, and the node passes
+    dP on as its gradient: step t then adds nothing, and autograd stacks no per-step gradients
+    of ``add``. A later call whose ``add`` is not step t of the same sequence gets None.
+
     A call beyond the loop's step count, or with another batch shape, gets None: the caller
     then runs the layers with plain autograd, which is as correct.
     """
 
-    def __init__(self, weights: list[Tensor], biases: list[Tensor | None], steps: int, batch_shape) -> None:
+    def __init__(
+        self,
+        weights: list[Tensor],
+        biases: list[Tensor | None],
+        steps: int,
+        batch_shape,
+        add: Tensor | None = None,
+        sequences: dict[int, tuple[Tensor, Tensor, int]] | None = None,
+    ) -> None:
         self.n = len(weights)
         self.weights_t = [w.detach().t() for w in weights]
         self.has_bias = [b is not None for b in biases]
         self.steps, self.batch_shape = steps, torch.Size(batch_shape)
         self.inputs: list[list[Tensor]] = []  # per call: the layers' inputs, detached (freed with the graph)
-        self.probes: tuple[Tensor, ...] | None = _Probes.apply(self, *weights, *biases).unbind(0)
+        self.sequences = {} if sequences is None else sequences  # see _Loop.sequences
+        self.source: Tensor | None = None  # the sequence whose steps are the calls' ``add``
+        entry = self.sequences.get(id(add)) if add is not None else None
+        if entry is not None and entry[0] is add and entry[2] == 0:
+            if entry[1].shape == (self.steps, *self.batch_shape, weights[0].shape[0]):
+                self.source = entry[1]
+        self.probes: tuple[Tensor, ...] | None = _Probes.apply(self, self.source, *weights, *biases).unbind(0)
 
     def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor | None:
         # runs once per layer and step: kept to the ops it needs
         t, probes = len(self.inputs), self.probes
         if probes is None or t >= self.steps or parts[0].shape[:-1] != self.batch_shape:
             return None
+        if self.source is None:
+            y = probes[t] if add is None else add + probes[t]
+        else:  # P[t] holds add already, if add is what it was made from
+            entry = self.sequences.get(id(add)) if add is not None else None
+            if entry is None or entry[0] is not add or entry[1] is not self.source or entry[2] != t:
+                return None
+            y = probes[t]
         self.inputs.append([p.detach() for p in parts])
-        y = probes[t] if add is None else add + probes[t]
         if len(self.batch_shape) == 1:
             for x, w_t in zip(parts, self.weights_t, strict=True):
                 y = torch.addmm(y, x, w_t)
@@ -262,9 +287,11 @@ class _Probes(torch.autograd.Function):
     """The probes' node: bias (or zeros) in every step's slot; weight gradients in backward."""
 
     @staticmethod
-    def forward(ctx, hub: ProbeHub, *weights_and_biases: Tensor | None) -> Tensor:
+    def forward(ctx, hub: ProbeHub, source: Tensor | None, *weights_and_biases: Tensor | None) -> Tensor:
         ctx.hub = hub
         weight, biases = weights_and_biases[0], [b for b in weights_and_biases[hub.n :] if b is not None]
+        if source is not None:
+            return source.clone() if not biases else source + sum(biases)
         shape = (hub.steps, *hub.batch_shape, weight.shape[0])
         return weight.new_zeros(shape) if not biases else sum(biases).expand(shape).clone()
 
@@ -284,13 +311,17 @@ class _Probes(torch.autograd.Function):
                 else:  # out= rather than addmm_: FLOP counters see this form
                     torch.addmm(weight_grads[i], g_t, x, out=weight_grads[i])
         bias_grad = grad[:calls].reshape(-1, out).sum(0) if any(hub.has_bias) else None
-        return None, *weight_grads, *(bias_grad if has else None for has in hub.has_bias)
+        source_grad = grad if ctx.needs_input_grad[1] else None
+        return None, source_grad, *weight_grads, *(bias_grad if has else None for has in hub.has_bias)
 
 
 @dataclass
 class _Loop:
     steps: int
     hubs: dict[tuple[nn.Linear, ...], WeightHub | ProbeHub] = field(default_factory=dict)
+    sequences: dict[int, tuple[Tensor, Tensor, int]] = field(default_factory=dict)
+    """id(step slice) -> (the slice, its whole sequence, t), for slices made by
+    :func:`unbind_steps`; holding the slice keeps its id from being reused during the loop."""
 
 
 _LOOP: ContextVar[_Loop | None] = ContextVar("seqvae_step_loop", default=None)
@@ -310,12 +341,25 @@ def step_loop(steps: int) -> Iterator[None]:
             hub.end_forward()
 
 
-def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | None:
+def unbind_steps(sequence: Tensor) -> tuple[Tensor, ...]:
+    """``sequence.unbind(0)``: the per-step slices of a (T, ...) tensor made before the loop.
+
+    Inside :func:`step_loop`, a small in-loop layer whose ``add`` is slice t at step t adds the
+    whole sequence once instead of a slice per step (see :class:`ProbeHub`)."""
+    slices = sequence.unbind(0)
+    loop = _LOOP.get()
+    if loop is not None and torch.is_grad_enabled():
+        for t, piece in enumerate(slices):
+            loop.sequences[id(piece)] = (piece, sequence, t)
+    return slices
+
+
+def loop_hub(*layers: nn.Linear, batch_shape=None, add: Tensor | None = None) -> WeightHub | ProbeHub | None:
     """The hub of ``layers`` (one, or several whose outputs are summed) in the current
     :func:`step_loop`, made on first use (a :class:`ProbeHub`, for small layers, needs the
     ``batch_shape`` of their inputs); None when nothing would be deferred: no loop, no
     autograd, a frozen weight, autocast, or inside ``torch.compile``, which computes its own
-    gradients."""
+    gradients. ``add``: what the first call adds to the product (see :class:`ProbeHub`)."""
     loop = _LOOP.get()
     if loop is None or not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return None
@@ -330,7 +374,7 @@ def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | Non
         if size >= HUB_MIN_ELEMENTS:
             hub = WeightHub(weights, biases)
         elif batch_shape is not None:
-            hub = ProbeHub(weights, biases, loop.steps, batch_shape)
+            hub = ProbeHub(weights, biases, loop.steps, batch_shape, add, loop.sequences)
         else:
             return None
         loop.hubs[layers] = hub
@@ -338,7 +382,7 @@ def loop_hub(*layers: nn.Linear, batch_shape=None) -> WeightHub | ProbeHub | Non
 
 
 def _deferred_product(layers: tuple[nn.Linear, ...], parts: list[Tensor], add: Tensor | None) -> Tensor | None:
-    hub = loop_hub(*layers, batch_shape=parts[0].shape[:-1])
+    hub = loop_hub(*layers, batch_shape=parts[0].shape[:-1], add=add)
     return None if hub is None else hub.linear(*parts, add=add)
 
 

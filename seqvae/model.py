@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from seqvae.fused import step_loop
+from seqvae.fused import step_loop, unbind_steps
 from seqvae.nn import gaussian_kl
 from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior, State
 
@@ -99,14 +99,15 @@ class SequenceModel(nn.Module):
         steps, batch = x.shape[:2]
         if noise is None:
             noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
-        # unbind once: indexing [t] inside the loop would allocate a full-size gradient per step
-        pre_steps = _unbind_dict(pre) or [{}] * steps  # a decoder may precompute nothing
-        feature_steps = enc.features.unbind(0)
-        noise_steps = noise.unbind(0)
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
         with step_loop(steps):
+            # unbind once: indexing [t] inside the loop would allocate a full-size gradient per
+            # step; unbind_steps also lets in-loop layers add a whole precomputed sequence at once
+            pre_steps = _unbind_dict(pre) or [{}] * steps  # a decoder may precompute nothing
+            feature_steps = unbind_steps(enc.features)
+            noise_steps = noise.unbind(0)
             for pre_t, feature_t, noise_t in zip(pre_steps, feature_steps, noise_steps, strict=True):
                 state, out_t, (cond, mu, logvar, z, prior) = step(state, pre_t, feature_t, noise_t)
                 conds.append(cond)
@@ -192,4 +193,5 @@ def _unbind_dict(tensors: dict[str, Tensor]) -> list[dict[str, Tensor]]:
     keys = list(tensors)
     if not keys:
         return []
-    return [dict(zip(keys, values, strict=True)) for values in zip(*(tensors[k].unbind(0) for k in keys), strict=True)]
+    per_key = [unbind_steps(tensors[k]) for k in keys]
+    return [dict(zip(keys, values, strict=True)) for values in zip(*per_key, strict=True)]

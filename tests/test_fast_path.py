@@ -227,6 +227,33 @@ def test_probe_hub_passes_gradcheck_with_calls_beyond_its_steps():
     assert fallbacks[:2] == [3, 4]
 
 
+def test_probes_fold_a_whole_added_sequence_and_fall_back_on_any_other_add():
+    """The adds are the steps of one sequence split by unbind_steps: the probes hold that
+    sequence plus the bias and pass its gradient on. A step given another tensor (here step 2
+    gets its slice plus zero), and the steps after it, fall back to plain autograd."""
+    folded = []
+
+    def unroll(x, u, h0, w, v, bias):
+        with fused.step_loop(5):
+            steps = fused.unbind_steps(x)
+            sequences = fused._LOOP.get().sequences
+            hub = fused.ProbeHub([w, v], [bias, None], 5, (3,), add=steps[0], sequences=sequences)
+            assert hub.source is x
+            h, hs = h0, []
+            for t, (x_t, u_t) in enumerate(zip(steps, u.unbind(0), strict=True)):
+                add = x_t + 0.0 if t == 2 else x_t
+                y = hub.linear(h, u_t, add=add)
+                folded.append(y is not None)
+                if y is None:
+                    y = F.linear(h, w, bias) + F.linear(u_t, v) + add
+                h = torch.tanh(y)
+                hs.append(h)
+        return torch.stack(hs)
+
+    assert torch.autograd.gradcheck(unroll, _two_layer_recurrence_inputs(5))
+    assert folded[:5] == [True, True, False, False, False]
+
+
 def test_large_loop_layers_use_packed_weights_and_agree_with_nn_linear():
     """[h, u_t] @ [W, V]^T + b + x_t through one packed hub (float32, as in training on CPU)."""
     size = 768  # W alone is above HUB_MIN_ELEMENTS and PACK_MIN_ELEMENTS: packed on CPU where oneDNN is available
