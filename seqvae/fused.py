@@ -280,7 +280,8 @@ class ProbeHub:
         return y
 
     def end_forward(self) -> None:
-        self.probes = None  # the graph holds what backward needs
+        # the graph holds what backward needs; the step slices would keep whole sequences alive
+        self.probes, self.source, self.sequences = None, None, {}
 
 
 class _Probes(torch.autograd.Function):

@@ -9,6 +9,9 @@ and the same noise, the terms and every gradient must agree.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -252,6 +255,29 @@ def test_probes_fold_a_whole_added_sequence_and_fall_back_on_any_other_add():
 
     assert torch.autograd.gradcheck(unroll, _two_layer_recurrence_inputs(5))
     assert folded[:5] == [True, True, False, False, False]
+
+
+def test_folded_probes_hold_no_sequence_once_the_loop_forward_ends():
+    """Backward needs only the graph: a precomputed sequence that nothing else holds is freed
+    when the loop ends (at TIMIT sizes the decoder's input gates are 21 MB), and its gradient
+    still arrives."""
+    torch.manual_seed(0)
+    layer = LoopLinear(4, 6)
+    x = torch.randn(5, 3, 6, requires_grad=True)
+    h = torch.zeros(3, 4)
+    with fused.step_loop(5):
+        sequence = x * 2.0
+        alive = weakref.ref(sequence)
+        hs = []
+        for x_t in fused.unbind_steps(sequence):
+            h = torch.tanh(layer(h, add=x_t))[:, :4]
+            hs.append(h)
+        assert fused.loop_hub(layer).source is sequence  # folded
+        del sequence, x_t
+    gc.collect()
+    assert alive() is None
+    torch.stack(hs).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0 and layer.weight.grad.abs().sum() > 0
 
 
 def test_large_loop_layers_use_packed_weights_and_agree_with_nn_linear():
