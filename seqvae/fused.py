@@ -361,8 +361,10 @@ def loop_hub(*layers: nn.Linear, batch_shape=None, add: Tensor | None = None) ->
     ``batch_shape`` of their inputs); None when nothing would be deferred: no loop, no
     autograd, a frozen weight, autocast, or inside ``torch.compile``, which computes its own
     gradients. ``add``: what the first call adds to the product (see :class:`ProbeHub`)."""
+    if torch.compiler.is_compiling():  # first: Dynamo would break the graph at the ContextVar
+        return None
     loop = _LOOP.get()
-    if loop is None or not torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if loop is None or not torch.is_grad_enabled():
         return None
     hub = loop.hubs.get(layers)  # modules hash by identity
     if hub is None:  # the checks below hold for the whole loop: made once, not at every step

@@ -329,9 +329,12 @@ def test_compiled_step_computes_what_the_eager_step_computes():
     for compiled in (False, True):
         engine.compile_step = compiled
         engine.zero_grad(set_to_none=True)
+        torch._dynamo.utils.counters.clear()
         terms = compute_terms(engine, engine(u, x, mask, noise), comp, update=UPDATE)
         terms.loss.backward()
         results.append((terms.loss.detach(), {k: p.grad.clone() for k, p in engine.named_parameters() if p.grad is not None}))
+    # one graph per step: a break (the in-loop layers' loop lookup once did it) costs 0.78x vs 0.55x plain
+    assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
     (loss_a, grads_a), (loss_b, grads_b) = results
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-5)
     assert grads_a.keys() == grads_b.keys()
