@@ -56,32 +56,39 @@ inline Vectorized<T> tanh(Vectorized<T> x) {
 
 int64_t grain_rows(int64_t hidden) { return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, hidden)); }
 
+// Calls body(gates_at, at, n) for every vector of every row, rows split across threads:
+// gates_at is where the vector's i-gate values start in a (B, 4H) tensor (the f, g and o gates
+// follow hidden apart), at where its values start in a (B, H) tensor, n the lanes in use.
+template <typename T, typename Body>
+void for_each_vector(int64_t batch, int64_t hidden, const Body& body) {
+  constexpr int64_t lanes = Vectorized<T>::size();
+  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t j = 0; j < hidden; j += lanes) {
+        body(b * 4 * hidden + j, b * hidden + j, std::min<int64_t>(lanes, hidden - j));
+      }
+    }
+  });
+}
+
 // act = [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)], c_new = f c + i g, tc = tanh(c_new), h = o tc
 template <typename T>
 void forward_kernel(const T* gates, const T* c, T* act, T* c_new, T* tc, T* h, int64_t batch, int64_t hidden) {
   using V = Vectorized<T>;
-  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const T* g = gates + b * 4 * hidden;
-      T* a = act + b * 4 * hidden;
-      const int64_t row = b * hidden;
-      for (int64_t j = 0; j < hidden; j += V::size()) {
-        const int64_t n = std::min<int64_t>(V::size(), hidden - j);
-        auto i = sigmoid(V::loadu(g + j, n));
-        auto f = sigmoid(V::loadu(g + hidden + j, n));
-        auto z = tanh(V::loadu(g + 2 * hidden + j, n));
-        auto o = sigmoid(V::loadu(g + 3 * hidden + j, n));
-        auto cn = f * V::loadu(c + row + j, n) + i * z;
-        auto t = tanh(cn);
-        i.store(a + j, n);
-        f.store(a + hidden + j, n);
-        z.store(a + 2 * hidden + j, n);
-        o.store(a + 3 * hidden + j, n);
-        cn.store(c_new + row + j, n);
-        t.store(tc + row + j, n);
-        (o * t).store(h + row + j, n);
-      }
-    }
+  for_each_vector<T>(batch, hidden, [&](int64_t gi, int64_t k, int64_t n) {
+    auto i = sigmoid(V::loadu(gates + gi, n));
+    auto f = sigmoid(V::loadu(gates + gi + hidden, n));
+    auto z = tanh(V::loadu(gates + gi + 2 * hidden, n));
+    auto o = sigmoid(V::loadu(gates + gi + 3 * hidden, n));
+    auto cn = f * V::loadu(c + k, n) + i * z;
+    auto t = tanh(cn);
+    i.store(act + gi, n);
+    f.store(act + gi + hidden, n);
+    z.store(act + gi + 2 * hidden, n);
+    o.store(act + gi + 3 * hidden, n);
+    cn.store(c_new + k, n);
+    t.store(tc + k, n);
+    (o * t).store(h + k, n);
   });
 }
 
@@ -91,28 +98,20 @@ template <typename T>
 void backward_kernel(const T* dh, const T* dcn, const T* act, const T* c, const T* tc, T* dgates, T* dc_prev,
                      int64_t batch, int64_t hidden) {
   using V = Vectorized<T>;
-  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
-    const V zero(T(0)), one(T(1));
-    for (int64_t b = begin; b < end; ++b) {
-      const T* a = act + b * 4 * hidden;
-      T* d = dgates + b * 4 * hidden;
-      const int64_t row = b * hidden;
-      for (int64_t j = 0; j < hidden; j += V::size()) {
-        const int64_t n = std::min<int64_t>(V::size(), hidden - j);
-        auto i = V::loadu(a + j, n);
-        auto f = V::loadu(a + hidden + j, n);
-        auto z = V::loadu(a + 2 * hidden + j, n);
-        auto o = V::loadu(a + 3 * hidden + j, n);
-        auto t = V::loadu(tc + row + j, n);
-        auto gh = dh ? V::loadu(dh + row + j, n) : zero;
-        auto dc = (dcn ? V::loadu(dcn + row + j, n) : zero) + gh * o * (one - t * t);
-        (dc * z * i * (one - i)).store(d + j, n);
-        (dc * V::loadu(c + row + j, n) * f * (one - f)).store(d + hidden + j, n);
-        (dc * i * (one - z * z)).store(d + 2 * hidden + j, n);
-        (gh * t * o * (one - o)).store(d + 3 * hidden + j, n);
-        (dc * f).store(dc_prev + row + j, n);
-      }
-    }
+  const V zero(T(0)), one(T(1));
+  for_each_vector<T>(batch, hidden, [&](int64_t gi, int64_t k, int64_t n) {
+    auto i = V::loadu(act + gi, n);
+    auto f = V::loadu(act + gi + hidden, n);
+    auto z = V::loadu(act + gi + 2 * hidden, n);
+    auto o = V::loadu(act + gi + 3 * hidden, n);
+    auto t = V::loadu(tc + k, n);
+    auto gh = dh ? V::loadu(dh + k, n) : zero;
+    auto dc = (dcn ? V::loadu(dcn + k, n) : zero) + gh * o * (one - t * t);
+    (dc * z * i * (one - i)).store(dgates + gi, n);
+    (dc * V::loadu(c + k, n) * f * (one - f)).store(dgates + gi + hidden, n);
+    (dc * i * (one - z * z)).store(dgates + gi + 2 * hidden, n);
+    (gh * t * o * (one - o)).store(dgates + gi + 3 * hidden, n);
+    (dc * f).store(dc_prev + k, n);
   });
 }
 
