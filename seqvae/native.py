@@ -88,7 +88,8 @@ def library_path() -> Path:
 
 
 def _load() -> Callable | None:
-    if sys.platform != "linux" or torch.backends.cpu.get_cpu_capability() not in CAPABILITY_FLAGS:
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    if sys.platform != "linux" or capability not in CAPABILITY_FLAGS:
         return None  # the build command is written for gcc/clang on Linux x86-64
     try:
         path = library_path()
