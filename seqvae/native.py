@@ -6,8 +6,9 @@ training step (``benchmarks/README.md``), and no PyTorch op fuses them on CPU.
 
 The library is built with the system C++ compiler against the installed torch's headers,
 once per source, torch version and CPU capability, into ``$SEQVAE_NATIVE_DIR`` (default: the
-user's cache folder, ``~/.cache/seqvae-native``). It is written under a temporary name and
-renamed into place, so a killed or concurrent build never leaves a half-written library.
+user's cache folder, ``~/.cache/seqvae-native``, or the temporary folder where that cannot be
+made). It is written under a temporary name and renamed into place, so a killed or
+concurrent build never leaves a half-written library.
 Where no compiler is found, the build fails, the CPU has neither AVX2 nor AVX-512, or
 ``SEQVAE_NATIVE=0``, :func:`lstm_cell_op` returns None (with one warning for a failed build)
 and callers use the composed PyTorch cell, which computes the same function.
@@ -20,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable
@@ -57,11 +59,17 @@ def lstm_cell_op() -> Callable | None:
 
 
 def native_dir() -> Path:
+    """``$SEQVAE_NATIVE_DIR``, else ``~/.cache/seqvae-native``; where that folder cannot be
+    made (a read-only home), a per-user folder in the system's temporary folder."""
     if os.environ.get(DIR_ENV):
-        return Path(os.environ[DIR_ENV]).expanduser()
-    # not $SEQVAE_CACHE: that holds data sets, and tests point it at a fresh folder each
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "seqvae-native"
+        preferred = Path(os.environ[DIR_ENV]).expanduser()
+    else:  # not $SEQVAE_CACHE: that holds data sets, and tests point it at a fresh folder each
+        preferred = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seqvae-native"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        return preferred
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"seqvae-native-{getattr(os, 'getuid', lambda: 0)()}"
 
 
 def build_command(output: Path) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +134,12 @@ def test_disabled_by_environment_and_failed_builds_warn_and_fall_back(monkeypatc
     with pytest.warns(RuntimeWarning, match=r"native LSTM cell .* could not be built.*SEQVAE_NATIVE=0"):
         assert native.lstm_cell_op() is None
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind
+
+
+def test_library_goes_to_a_temporary_folder_when_the_cache_folder_cannot_be_made(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(native.DIR_ENV, str(blocker / "native"))  # a folder under a file: mkdir fails
+    assert native.native_dir().parent == Path(tempfile.gettempdir())
+    monkeypatch.setenv(native.DIR_ENV, str(tmp_path / "native"))
+    assert native.native_dir() == tmp_path / "native" and native.native_dir().is_dir()
