@@ -27,8 +27,9 @@ weights, forward and backward, instead of one per layer.
 
 Use: components build their in-loop layers as :class:`LoopLinear` (a drop-in ``nn.Linear``
 with the same parameters and state-dict keys), and the engine runs the loop inside
-:func:`step_loop`. Outside a ``step_loop`` block, without autograd, or for frozen weights, a
-``LoopLinear`` is exactly ``nn.Linear``. Nothing here knows a model.
+:func:`step_loop`, splitting precomputed sequences into steps with :func:`unbind_steps`.
+Outside a ``step_loop`` block, without autograd, or for frozen weights, a ``LoopLinear`` is
+exactly ``nn.Linear``. Nothing here knows a model.
 """
 
 from __future__ import annotations
