@@ -83,16 +83,16 @@ def size_overrides(name: str, dims: str) -> list[str]:
     return out
 
 
-def build_engine(name: str, dims: str, seed: int = 0) -> tuple[nn.Module, Composition]:
+def build_engine(name: str, dims: str, seed: int = 0, device: str = "cpu") -> tuple[nn.Module, Composition]:
     torch.manual_seed(seed)
     comp = load_composition(name, size_overrides(name, dims))
-    return build_model(comp, X_DIM), comp
+    return build_model(comp, X_DIM).to(device), comp
 
 
-def make_batch(steps: int, batch: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
+def make_batch(steps: int, batch: int, seed: int = 1, device: str = "cpu") -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     seq = torch.randn(steps + 1, batch, X_DIM, generator=g)
-    return seq[:-1].contiguous(), seq[1:].contiguous(), torch.ones(steps, batch)
+    return tuple(t.to(device) for t in (seq[:-1].contiguous(), seq[1:].contiguous(), torch.ones(steps, batch)))
 
 
 def engine_step_fn(model: nn.Module, comp: Composition, data) -> Callable[[], float]:
@@ -129,14 +129,15 @@ def check_plain_matches(comp: Composition) -> None:
 def plain_step_fn(dims: str, comp: Composition, data, seed: int = 0) -> Callable[[], float]:
     d = DIMS[dims]
     torch.manual_seed(seed)
-    model = PlainZForcing(PlainDims(x_dim=X_DIM, emb=d["emb"], rnn=d["rnn"], mlp=d["mlp"], z=d["z"]))
+    device = data[0].device
+    model = PlainZForcing(PlainDims(x_dim=X_DIM, emb=d["emb"], rnn=d["rnn"], mlp=d["mlp"], z=d["z"])).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-5)
     u, x, mask = data
     kl_weight = comp.objective.kl_weight.at(UPDATE)
     aux_weight = comp.aux["reconstruction"].weight.at(UPDATE) if "reconstruction" in comp.aux else 0.0
 
     def step() -> float:
-        noise = torch.randn(x.shape[0], x.shape[1], d["z"])
+        noise = torch.randn(x.shape[0], x.shape[1], d["z"], device=device)
         loss = model(u, x, mask, noise, kl_weight, aux_weight)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,14 +189,22 @@ def count_gflop(step: Callable[[], float], model: nn.Module) -> float:
     return (counter.get_total_flops() + rnn_flops[0]) / 1e9
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    """The machine's fp32 matmul rate now: median of ``reps`` products of two n x n matrices."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5, device: str = "cpu") -> float:
+    """The device's fp32 matmul rate now: median of ``reps`` products of two n x n matrices."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
+    synchronize(device)
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
 
@@ -233,7 +242,8 @@ def child_memory_mb(args: argparse.Namespace, impl: str) -> dict[str, float]:
     """Peak RSS of a fresh process that trains only ``impl`` (engine or plain) for 4 steps, and
     how far it rose above the RSS before the first step (model, optimiser and data built)."""
     cmd = [sys.executable, __file__, "--model", args.model, "--dims", args.dims, "--batch", str(args.batch),
-           "--seq-len", str(args.seq_len), "--steps", "3", "--warmup", "1", "--memory-child", impl]  # fmt: skip
+           "--seq-len", str(args.seq_len), "--steps", "3", "--warmup", "1", "--memory-child", impl,
+           "--device", args.device]  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     for part in args.without:
@@ -255,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10, help="timed steps (pairs with --vs-plain)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; each timed step ends in loss.item(), a sync")
     p.add_argument("--compile", action="store_true", help="run the engine's step through torch.compile")
     p.add_argument("--without", action="append", default=[], choices=["pack", "defer"],
                    help="ablation: no prepacked weights (pack), or no loop hubs at all (defer: plain "
@@ -272,12 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     if "defer" in args.without:
         fused.DEFER_MIN_ELEMENTS = math.inf
 
-    data = make_batch(args.seq_len, args.batch)
+    data = make_batch(args.seq_len, args.batch, device=args.device)
     if args.memory_child == "plain":
         comp = load_composition(args.model, size_overrides(args.model, args.dims))
         step = plain_step_fn(args.dims, comp, data)
     else:
-        model, comp = build_engine(args.model, args.dims)
+        model, comp = build_engine(args.model, args.dims, device=args.device)
         model.compile_step = args.compile
         step = engine = engine_step_fn(model, comp, data)
     if args.memory_child:
@@ -285,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.warmup + args.steps):
             step()
         peak = peak_rss_mb()
-        print(json.dumps({"peak_rss_mb": peak, "training_mb": peak - before}))
+        out = {"peak_rss_mb": peak, "training_mb": peak - before}
+        if torch.device(args.device).type == "cuda":
+            out["peak_device_mb"] = torch.cuda.max_memory_allocated(args.device) / 2**20
+        print(json.dumps(out))
         return 0
     if args.vs_plain:
         check_plain_matches(comp)
@@ -294,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     engine()  # compiles the step with --compile
     first_step_s = time.perf_counter() - start
-    rate_before = matmul_gflops()
+    rate_before = matmul_gflops(device=args.device)
     for _ in range(args.warmup):
         engine()
         if plain:
@@ -306,12 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         engine_times.append(timed(engine))
         if plain:
             ratios.append(engine_times[-1] / plain_times[-1])
-    rate = max(rate_before, matmul_gflops())
+    rate = max(rate_before, matmul_gflops(device=args.device))
 
     gflop = count_gflop(engine, model)
     result = {"model": args.model, "dims": args.dims, "batch": args.batch, "seq_len": args.seq_len,
-              "threads": torch.get_num_threads(), "compile": args.compile, "without": args.without,
-              "first_step_s": first_step_s,
+              "device": args.device, "threads": torch.get_num_threads(), "compile": args.compile,
+              "without": args.without, "first_step_s": first_step_s,
               **summary(engine_times), "gflop": gflop}  # fmt: skip
     result["gflops"] = gflop / result["median_s"]
     result["matmul_gflops"] = rate
@@ -349,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
 
         extra = f", plain {mem(result['plain'])}" if plain else ""
         print(f"  peak RSS: engine {mem(result)}{extra}")
+        if "peak_device_mb" in result:
+            extra = f", plain {result['plain']['peak_device_mb']:.0f} MB" if plain else ""
+            print(f"  peak {args.device} memory allocated: engine {result['peak_device_mb']:.0f} MB{extra}")
     if args.json:
         print(json.dumps(result))
     return 0
