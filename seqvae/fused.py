@@ -253,10 +253,9 @@ class ProbeHub:
         self.inputs: list[list[Tensor]] = []  # per call: the layers' inputs, detached (freed with the graph)
         self.sequences = {} if sequences is None else sequences  # see _Loop.sequences
         self.source: Tensor | None = None  # the sequence whose steps are the calls' ``add``
-        entry = self.sequences.get(id(add)) if add is not None else None
-        if entry is not None and entry[0] is add and entry[2] == 0:
-            if entry[1].shape == (self.steps, *self.batch_shape, weights[0].shape[0]):
-                self.source = entry[1]
+        whole, t = self._slice_of(add)
+        if t == 0 and whole.shape == (self.steps, *self.batch_shape, weights[0].shape[0]):
+            self.source = whole
         self.probes: tuple[Tensor, ...] | None = _Probes.apply(self, self.source, *weights, *biases).unbind(0)
 
     def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor | None:
@@ -267,8 +266,8 @@ class ProbeHub:
         if self.source is None:
             y = probes[t] if add is None else add + probes[t]
         else:  # P[t] holds add already, if add is what it was made from
-            entry = self.sequences.get(id(add)) if add is not None else None
-            if entry is None or entry[0] is not add or entry[1] is not self.source or entry[2] != t:
+            whole, step = self._slice_of(add)
+            if whole is not self.source or step != t:
                 return None
             y = probes[t]
         self.inputs.append([p.detach() for p in parts])
@@ -279,6 +278,11 @@ class ProbeHub:
             for x, w_t in zip(parts, self.weights_t, strict=True):
                 y = y + x.matmul(w_t)
         return y
+
+    def _slice_of(self, add: Tensor | None) -> tuple[Tensor | None, int | None]:
+        """(sequence, t) if ``add`` is slice t of a sequence split by :func:`unbind_steps`."""
+        entry = self.sequences.get(id(add)) if add is not None else None
+        return (entry[1], entry[2]) if entry is not None and entry[0] is add else (None, None)
 
     def end_forward(self) -> None:
         # the graph holds what backward needs; the step slices would keep whole sequences alive

@@ -93,20 +93,20 @@ void forward_kernel(const T* gates, const T* c, T* act, T* c_new, T* tc, T* h, i
 }
 
 // dc = dc_new + dh o (1 - tc^2); d[i, f, g, o] = dc [g, c, i, 0] * act' + [0, 0, 0, dh tc o'];
-// dc_prev = dc f.  dh or dc_new may be absent (null): a step whose h or c nothing read.
+// dc_prev = dc f. Autograd passes zeros for an output that nothing read (materialized grads).
 template <typename T>
 void backward_kernel(const T* dh, const T* dcn, const T* act, const T* c, const T* tc, T* dgates, T* dc_prev,
                      int64_t batch, int64_t hidden) {
   using V = Vectorized<T>;
-  const V zero(T(0)), one(T(1));
+  const V one(T(1));
   for_each_vector<T>(batch, hidden, [&](int64_t gi, int64_t k, int64_t n) {
     auto i = V::loadu(act + gi, n);
     auto f = V::loadu(act + gi + hidden, n);
     auto z = V::loadu(act + gi + 2 * hidden, n);
     auto o = V::loadu(act + gi + 3 * hidden, n);
     auto t = V::loadu(tc + k, n);
-    auto gh = dh ? V::loadu(dh + k, n) : zero;
-    auto dc = (dcn ? V::loadu(dcn + k, n) : zero) + gh * o * (one - t * t);
+    auto gh = V::loadu(dh + k, n);
+    auto dc = V::loadu(dcn + k, n) + gh * o * (one - t * t);
     (dc * z * i * (one - i)).store(dgates + gi, n);
     (dc * V::loadu(c + k, n) * f * (one - f)).store(dgates + gi + hidden, n);
     (dc * i * (one - z * z)).store(dgates + gi + 2 * hidden, n);
@@ -142,13 +142,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_cell_forward(const Tensor& gates
 std::tuple<Tensor, Tensor> lstm_cell_backward(const Tensor& dh_in, const Tensor& dcn_in, const Tensor& act,
                                               const Tensor& c, const Tensor& tc) {
   const int64_t batch = c.size(0), hidden = c.size(1);
-  auto dh = dh_in.defined() ? dh_in.contiguous() : Tensor();
-  auto dcn = dcn_in.defined() ? dcn_in.contiguous() : Tensor();
+  auto dh = dh_in.contiguous();
+  auto dcn = dcn_in.contiguous();
   auto dgates = at::empty_like(act);
   auto dc_prev = at::empty_like(c);
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "seqvae::lstm_cell_backward", [&] {
-    backward_kernel<scalar_t>(dh.defined() ? dh.const_data_ptr<scalar_t>() : nullptr,
-                              dcn.defined() ? dcn.const_data_ptr<scalar_t>() : nullptr, act.const_data_ptr<scalar_t>(),
+    backward_kernel<scalar_t>(dh.const_data_ptr<scalar_t>(), dcn.const_data_ptr<scalar_t>(), act.const_data_ptr<scalar_t>(),
                               c.const_data_ptr<scalar_t>(), tc.const_data_ptr<scalar_t>(),
                               dgates.mutable_data_ptr<scalar_t>(), dc_prev.mutable_data_ptr<scalar_t>(), batch, hidden);
   });
