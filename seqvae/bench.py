@@ -19,11 +19,11 @@ from typing import Any
 import torch
 
 from seqvae.checkpoint import atomic_write_text, load_checkpoint
-from seqvae.composition import Composition, builtin_presets, load_composition, published_numbers
+from seqvae.composition import Composition, published_numbers
 from seqvae.data import Dataset
 from seqvae.evaluate import Evaluation, evaluate
 from seqvae.model import SequenceModel
-from seqvae.registry import default_registry
+from seqvae.resolve import paper_number, preset_overrides, resolve_composition
 from seqvae.results import FIELDS, write_results
 from seqvae.samples import write_samples
 from seqvae.train import Budget, train
@@ -50,27 +50,11 @@ def run_name(model: str, dataset: str, seed: int) -> str:
     return f"{Path(model).stem}-{dataset}-seed{seed}"
 
 
-def preset_overrides(preset: str | None, dataset: str, model: str) -> list[str]:
-    """``--set``-style overrides of a preset: its ``all`` part, then its part for ``model``."""
-    presets = builtin_presets()
-    name = preset or dataset
-    if name not in presets:
-        if preset is not None:
-            raise KeyError(f"unknown preset {preset!r} (presets: {', '.join(presets)})")
-        return []
-    entry = presets[name] or {}
-    overrides = list(entry.get("all") or [])
-    overrides += list((entry.get("models") or {}).get(Path(model).stem) or [])
-    return overrides
-
-
 def composition_for(plan: BenchPlan, model: str) -> Composition:
-    overrides = [*preset_overrides(plan.preset, plan.dataset_name, model), *plan.overrides]
-    comp = load_composition(model, overrides)
-    registry = default_registry()
-    likelihood = comp.slots["likelihood"]
-    plan.dataset.check_model(registry.get("likelihood", likelihood.component).cls, likelihood.options)
-    return comp
+    return resolve_composition(model, plan.dataset, plan.dataset_name, plan.preset, plan.overrides)
+
+
+__all__ = ["BenchPlan", "composition_for", "preset_overrides", "run_bench", "run_one"]
 
 
 def run_one(plan: BenchPlan, model: str, seed: int) -> dict[str, Any]:
@@ -81,7 +65,8 @@ def run_one(plan: BenchPlan, model: str, seed: int) -> dict[str, Any]:
     done = run_dir / RESULT_FILE
     if done.exists():
         previous = json.loads(done.read_text())
-        if previous.get("composition") == comp.to_dict() and previous["row"].get("error") is None:
+        same_data = previous["row"].get("data") == plan.dataset.fingerprint
+        if previous.get("composition") == comp.to_dict() and same_data and previous["row"].get("error") is None:
             return previous["row"]
     from torch.utils.tensorboard import SummaryWriter
 
@@ -113,10 +98,18 @@ def make_row(
         **ev.report(plan.dataset.unit),
         steps=steps, train_seconds=round(train_seconds, 2), eval_seconds=round(eval_seconds, 2),
         params=sum(p.numel() for p in net.parameters()),
-        paper=published_numbers().get(plan.dataset_name, {}).get(Path(model).stem),
+        **data_fields(plan.dataset),
+        paper=paper_number(published_numbers(), plan.dataset_name, plan.dataset, model),
         error=None,
     )  # fmt: skip
     return row
+
+
+def data_fields(dataset: Dataset) -> dict[str, Any]:
+    """What a row was measured on: the test split's sequences and predicted steps, and the
+    fingerprint of the data's content (``Dataset.fingerprint``)."""
+    test = dataset.split("test")
+    return {"test_sequences": len(test), "test_steps": test.steps, "data": dataset.fingerprint}
 
 
 def write_tensorboard_summary(writer, plan: BenchPlan, comp: Composition, net: SequenceModel,
@@ -136,6 +129,10 @@ def error_row(plan: BenchPlan, model: str, seed: int, error: BaseException) -> d
     row = dict.fromkeys(FIELDS)
     row.update(model=Path(model).stem, dataset=plan.dataset_name, seed=seed, split="test",
                unit=plan.dataset.unit, error=f"{type(error).__name__}: {error}")  # fmt: skip
+    try:
+        row.update(data_fields(plan.dataset))
+    except Exception:  # noqa: BLE001 -- the row keeps the run's own error
+        pass
     return row
 
 

@@ -59,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a data-set option, e.g. vocabulary=16000 (repeatable; see seqvae components)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a composition value, e.g. model.decoder.hidden=256 (repeatable)")
-    p.add_argument("--max-steps", type=int, default=1000, help="optimiser updates (default 1000)")
+    p.add_argument("--preset", help="hyper-parameter preset from registry.yaml (default: the data set's)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--max-steps", type=int, help="optimiser updates (default 1000)")
+    budget.add_argument("--epochs", type=float, help="passes over the training split")
+    budget.add_argument("--time-budget", type=float, metavar="MINUTES", help="training minutes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default runs/<model>-<dataset>-seed<S>)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -174,10 +178,12 @@ def open_dataset(name: str, data: str | None, comp=None, options: list[str] | No
     """The registered data set ``name``, read from its data path (see resolve_data_path),
     with ``options`` (``KEY=VALUE`` strings) checked against the data set's Options.
 
-    With a composition ``comp``, also checks that its likelihood fits the data (binary data
-    with a Gaussian, word ids without the right number of classes) before any work is done.
+    With a composition ``comp`` (a checkpoint's), also checks that its likelihood fits the data
+    (binary data with a Gaussian, word ids without the right number of classes); where the class
+    knows its support, before any work is done.
     """
     from seqvae.registry import default_registry
+    from seqvae.resolve import check_fit
 
     registry = default_registry()
     entry = registry.get("dataset", name, path="--dataset")
@@ -185,11 +191,10 @@ def open_dataset(name: str, data: str | None, comp=None, options: list[str] | No
     path = resolve_data_path(name, data, cls.expected_files, cls.source_hint, cls.embedded)
     if comp is not None:  # before a corpus is prepared, which may take a while
         spec = comp.slots["likelihood"]
-        likelihood = registry.get("likelihood", spec.component).cls
-        cls.check_support(likelihood, where=spec.path)
+        cls.check_support(registry.get("likelihood", spec.component).cls, where=spec.path)
     dataset = cls(path, _dataset_options(cls, options or []))
     if comp is not None:
-        dataset.check_model(likelihood, spec.options, where=spec.path)
+        check_fit(comp, dataset, registry)
     return dataset
 
 
@@ -207,16 +212,18 @@ def _dataset_options(cls, items: list[str]):
 
 
 def cmd_train(args) -> int:
-    from seqvae.composition import load_composition
-    from seqvae.train import train
+    from seqvae.resolve import resolve_composition
+    from seqvae.train import Budget, train
 
-    comp = load_composition(args.model, args.overrides)
-    if args.max_steps < 1:
-        raise UserError(f"--max-steps: expected a positive number, got {args.max_steps}")
+    budget = Budget(args.max_steps, args.epochs, args.time_budget)
+    if args.max_steps is None and args.epochs is None and args.time_budget is None:
+        budget = Budget(max_steps=1000)
+    budget.validate()
     device = _device(args.device)
-    dataset = open_dataset(args.dataset, args.data, comp, args.data_options)
+    dataset = open_dataset(args.dataset, args.data, options=args.data_options)
+    comp = resolve_composition(args.model, dataset, args.dataset, args.preset, args.overrides)
     out = Path(args.out or f"runs/{comp.name}-{args.dataset}-seed{args.seed}")
-    result = train(comp, dataset, out, args.max_steps, seed=args.seed, device=device)
+    result = train(comp, dataset, out, seed=args.seed, device=device, budget=budget)
     valid = result.valid.get("elbo_in_unit")
     valid_text = f", valid ELBO {valid:.4g} {dataset.unit}" if valid is not None else ""
     print(f"trained {comp.name} for {result.step} steps in {result.seconds:.1f}s: "

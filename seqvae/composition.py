@@ -34,40 +34,12 @@ from seqvae.errors import ConfigError, UserError
 from seqvae.model import SequenceModel
 from seqvae.options import parse, to_plain
 from seqvae.registry import Registry, default_registry
+from seqvae.schedules import Decay, Per, Schedule
 from seqvae.slots import BuildContext
 from seqvae.yamlio import load_yaml, loads
 
 MODEL_SLOTS = ("likelihood", "decoder", "encoder", "prior")
 TOP_KEYS = ("description", "base", "model", "objective", "train")
-
-
-@dataclass
-class Schedule:
-    """A weight that moves linearly from ``start`` to ``end`` by ``step`` per update."""
-
-    start: float = 1.0
-    end: float | None = None
-    """None: stays at ``start``."""
-    step: float = 5e-5
-
-    @classmethod
-    def from_scalar(cls, value: float) -> Schedule:
-        return cls(start=value, end=value)
-
-    def at(self, update: int) -> float:
-        end = self.start if self.end is None else self.end
-        moved = self.step * update
-        if end >= self.start:
-            return min(end, self.start + moved)
-        return max(end, self.start - moved)
-
-    @property
-    def off(self) -> bool:
-        """Zero at every update: the term is not part of the model at all."""
-        return self.start == 0.0 and (self.end is None or self.end == 0.0)
-
-    def validate(self) -> str | None:
-        return "step: expected a value >= 0" if self.step < 0 else None
 
 
 @dataclass
@@ -84,13 +56,17 @@ class TrainConfig:
     """Optimiser and loop settings."""
 
     lr: float = 1e-3
+    lr_decay: Decay = field(default_factory=Decay)
+    """Exponential decay of ``lr`` by update or by epoch (see :class:`seqvae.schedules.Decay`)."""
     adam_eps: float = 1e-8
     clip: float = 100.0
     """Gradient-norm clip; 0 disables."""
     batch_size: int = 32
     log_every: int = 50
     eval_every: int = 500
-    """Validation ELBO every this many updates (0: only at the end)."""
+    """Validation ELBO every this many updates (or epochs, ``eval_per: epoch``; 0: only at
+    the end)."""
+    eval_per: Per = "update"
     val_iwae_k: int = 0
     """Importance samples for the validation IWAE bound (0: ELBO only)."""
     bucket: int = 0
@@ -190,11 +166,23 @@ def load_composition(
     registry: Registry | None = None,
 ) -> Composition:
     """Resolve a built-in name or a YAML file, apply ``--set`` overrides and validate."""
+    raw, source, name = raw_composition(name_or_path, overrides)
+    return validate(raw, registry or default_registry(), source=source, name=name)
+
+
+def raw_composition(name_or_path: str, overrides: list[str] | None = None) -> tuple[dict, str, str]:
+    """The unvalidated mapping of a built-in name or YAML file (``base:`` merged) with
+    ``--set`` overrides applied, its source (for messages) and its name."""
     raw, source, name = _resolve(name_or_path)
     raw = copy.deepcopy(raw)
-    for item in overrides or []:
+    apply_overrides(raw, overrides or [])
+    return raw, source, name
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> None:
+    """``--set KEY=VALUE`` items applied in order to a raw composition (in place)."""
+    for item in overrides:
         _apply_override(raw, item)
-    return validate(raw, registry or default_registry(), source=source, name=name)
 
 
 def _resolve(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, str, str]:

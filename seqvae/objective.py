@@ -13,6 +13,7 @@ from torch import Tensor
 
 from seqvae.composition import Composition
 from seqvae.model import SequenceModel, Trace
+from seqvae.schedules import Progress
 
 
 @dataclass
@@ -35,10 +36,11 @@ def compute_terms(
     model: SequenceModel,
     trace: Trace,
     comp: Composition,
-    update: int = 0,
+    update: int | Progress = 0,
     training: bool = True,
 ) -> Terms:
-    """Assemble the loss at optimiser update ``update`` (which sets the schedules)."""
+    """Assemble the loss at optimiser update ``update`` (an int, or a :class:`Progress` that
+    also gives the epoch, for schedules by epoch), which sets the schedules."""
     objective, mask = comp.objective, trace.mask
     log_px = (trace.likelihood.log_prob(trace.params, trace.x) * mask).sum(0)
     kl_dims = trace.kl_per_dim()
@@ -61,7 +63,7 @@ def compute_terms(
     return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux, kl_per_dim=kl_dims)
 
 
-def weights_at(comp: Composition, update: int) -> dict[str, float]:
+def weights_at(comp: Composition, update: int | Progress) -> dict[str, float]:
     """The schedule values at an update, for logs."""
     out = {"kl_weight": comp.objective.kl_weight.at(update)}
     out.update({f"aux_weight/{k}": spec.weight.at(update) for k, spec in comp.aux.items()})

@@ -81,6 +81,10 @@ class Registry:
             f"{where}unknown {kind} {name!r}{hint} (registered: {', '.join(sorted(entries))})"
         )
 
+    def find(self, kind: str, name: str) -> Entry | None:
+        """The entry for ``name``, or None."""
+        return self._entries[kind].get(name)
+
     def entries(self, kind: str) -> list[Entry]:
         return sorted(self._entries[kind].values(), key=lambda e: e.name)
 

@@ -14,7 +14,8 @@ from seqvae.checkpoint import atomic_write_text
 
 FIELDS = (
     "model", "dataset", "seed", "split", "elbo", "iwae", "iwae_k", "unit", "kl", "recon", "aux",
-    "active_units", "steps", "train_seconds", "eval_seconds", "params", "paper", "error",
+    "active_units", "steps", "train_seconds", "eval_seconds", "params", "test_sequences",
+    "test_steps", "data", "paper", "error",
 )  # fmt: skip
 """One row per model, data set and seed."""
 
@@ -45,18 +46,20 @@ def _fmt(value: Any) -> str:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Per-seed rows, then the mean and standard deviation over seeds per model."""
     columns = ("model", "dataset", "seed", "elbo", "iwae", "iwae_k", "unit", "kl", "recon", "aux",
-               "active_units", "steps", "train_seconds", "params", "paper", "error")  # fmt: skip
+               "active_units", "steps", "train_seconds", "params", "test_steps", "data", "paper",
+               "error")  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [_fmt(row.get(c)).replace("|", "/").replace("\n", " ") for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Summary over seeds (mean ± standard deviation, runs without error):", ""]
-    lines += ["| model | dataset | seeds | " + " | ".join(SUMMARISED) + " | unit | paper |",
-              "|" + "---|" * (len(SUMMARISED) + 5)]  # fmt: skip
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    lines += ["| model | dataset | data | seeds | " + " | ".join(SUMMARISED) + " | unit | paper |",
+              "|" + "---|" * (len(SUMMARISED) + 6)]  # fmt: skip
+    # rows on different data (another file read by the same data set) are never averaged together
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["model"], row["dataset"]), []).append(row)
-    for (model, dataset), group in groups.items():
+        groups.setdefault((row["model"], row["dataset"], row.get("data") or ""), []).append(row)
+    for (model, dataset, data), group in groups.items():
         ok = [r for r in group if r.get("error") is None]
         cells = []
         for key in SUMMARISED:
@@ -68,11 +71,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             else:
                 cells.append(f"{_fmt(statistics.mean(values))} ± {_fmt(statistics.stdev(values))}")
         unit = group[0].get("unit") or ""
-        lines.append(f"| {model} | {dataset} | {len(ok)}/{len(group)} | " + " | ".join(cells)
+        lines.append(f"| {model} | {dataset} | {data} | {len(ok)}/{len(group)} | " + " | ".join(cells)
                      + f" | {unit} | {_fmt(group[0].get('paper'))} |")  # fmt: skip
     lines += ["", "Units: speech ELBO/IWAE in nats per sequence (higher is better); music in nats "
               "per step and MNIST in nats per image as negative log-likelihood bounds (lower is "
               "better); text as perplexity bounds. kl, recon and aux are in nats per sequence "
               "(per image) or per step (music, text). paper: the published number for the model "
-              "on that data set, in the same unit.", ""]  # fmt: skip
+              "on that data set, in the same unit, only where the data is the data it was measured on. "
+              "test_steps: the predicted test steps; data: a fingerprint of the data's content.", ""]  # fmt: skip
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from seqvae.errors import UserError
 from seqvae.evaluate import Evaluation, evaluate
 from seqvae.model import SequenceModel
 from seqvae.objective import compute_terms, weights_at
+from seqvae.schedules import progress as progress_at
 from seqvae.yamlio import dump_yaml
 
 
@@ -107,6 +108,7 @@ def train(
         raise UserError(f"{dataset.path}: the train split is empty")
     cfg = comp.train
     steps_per_epoch = max(1, math.ceil(len(train_split) / cfg.batch_size))
+    eval_every = cfg.eval_every * (steps_per_epoch if cfg.eval_per == "epoch" else 1)
     set_seed(seed)
     model = build_model(comp, train_split.x_dim).to(device)
     model.compile_step = cfg.compile
@@ -150,6 +152,11 @@ def train(
             return
         ev = evaluate(model, comp, valid_split, device=device, iwae_k=cfg.val_iwae_k)
         summary = _summary(ev, dataset.unit)
+        # validation curves in the data set's unit, for reports (seqvae bench, benchmarks/)
+        line = {"step": step, "epoch": step / steps_per_epoch, "elbo_in_unit": summary["elbo_in_unit"],
+                "elbo": summary["elbo"], "kl": summary.get("kl"), "active_units": summary["active_units"]}
+        with (out_dir / "val_log.jsonl").open("a") as val_log:
+            val_log.write(json.dumps(line) + "\n")
         if writer is not None:
             writer.add_scalar("val/elbo", summary["elbo"], step)
             if "iwae" in summary:
@@ -171,8 +178,11 @@ def train(
                 if budget.done(step, steps_per_epoch, time.perf_counter() - start):
                     break
                 batch = batch.to(device)
+                at = progress_at(step, steps_per_epoch)
+                for group in optimizer.param_groups:  # the rate follows from the update: resumable
+                    group["lr"] = cfg.lr * cfg.lr_decay.at(at)
                 trace = model(batch.u, batch.x, batch.mask)
-                terms = compute_terms(model, trace, comp, update=step)
+                terms = compute_terms(model, trace, comp, update=at)
                 del trace  # what backward needs, autograd holds; the rest is freed before it
                 optimizer.zero_grad(set_to_none=True)
                 terms.loss.backward()
@@ -188,7 +198,7 @@ def train(
                 bar.update(1)
                 finished = budget.done(step, steps_per_epoch, spent)
                 if step % cfg.log_every == 0 or finished:
-                    record = _record(comp, terms, step, loss_value, grad_norm, optimizer, spent)
+                    record = _record(comp, terms, at, loss_value, grad_norm, optimizer, spent)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{loss_value:.4g}", elbo=f"{record['elbo']:.4g}")
@@ -196,7 +206,7 @@ def train(
                         for key, value in record.items():
                             if key not in ("step", "seconds"):
                                 writer.add_scalar(f"train/{key}", value, step)
-                if cfg.eval_every and step % cfg.eval_every == 0 and not finished:
+                if eval_every and step % eval_every == 0 and not finished:
                     validate()
                     checkpoint(last_path)
     bar.close()
@@ -207,12 +217,14 @@ def train(
     return TrainResult(model, step, loss_value, spent, last_path, best_path, valid)
 
 
-def _record(comp, terms, step, loss, grad_norm, optimizer, seconds) -> dict[str, float]:
+def _record(comp, terms, at, loss, grad_norm, optimizer, seconds) -> dict[str, float]:
+    """One line of train_log.jsonl; ``at`` is the Progress the update was computed at."""
     aux = {f"aux/{k}": -v.detach().mean().item() for k, v in terms.aux.items()}
-    weights = weights_at(comp, step)
+    weights = weights_at(comp, at)
+    step = at.update + 1
     aux_weights = [v for k, v in weights.items() if k.startswith("aux_weight/")]
     return {
-        "step": step, "loss": loss, "elbo": terms.elbo.detach().mean().item(),
+        "step": step, "epoch": at.epoch, "loss": loss, "elbo": terms.elbo.detach().mean().item(),
         "kl": terms.kl.detach().mean().item(), "aux": sum(aux.values()) if aux else 0.0,
         **aux, "kl_weight": weights["kl_weight"], "aux_weight": aux_weights[0] if aux_weights else 0.0,
         **weights, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,

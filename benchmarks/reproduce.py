@@ -1,0 +1,264 @@
+"""Measure seqvae against the published JSB numbers, on the files users hold.
+
+    python benchmarks/reproduce.py --data ../shared/data/jsb               # every model, both files
+    python benchmarks/reproduce.py --data ../shared/data/jsb --sweep       # plus the Z-Forcing sweep
+    python benchmarks/reproduce.py --report-only                           # rewrite the report
+
+Every (file, model, seed) is one ``seqvae bench --preset paper`` process with one thread,
+``--jobs`` at a time, so each row of the report carries the command that produced it. A run that
+finished is reused (bench skips finished runs on the same --out and resumes unfinished ones), so
+the script can be stopped and started again. After every run it rewrites ``docs/reproduction.md``,
+``docs/reproduction.json`` and ``docs/reproduction_curves.png`` (validation NLL by epoch; needs
+matplotlib, the ``report`` extra), so results land as they finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = {
+    "quarter": ("jsb-chorales-quarter.pkl", "Boulanger-Lewandowski pickle, quarter-note grid"),
+    "srnn-npz": ("jsb_raw_batchsize16_seqlen100.npz", "the SRNN code's npz (eighth-note grid)"),
+}
+MODELS = ("rnn", "storn", "dkf", "srnn", "vrnn", "zforcing", "zforcing-noaux")
+TARGETS = {  # the issue's targets, in nats per step (lower is better)
+    ("srnn-npz", "srnn"): ("<=", 5.0),
+    ("quarter", "rnn"): ("within 5 % of", 8.71),
+    ("quarter", "storn"): ("<=", 6.91),
+    ("quarter", "dkf"): ("<=", 6.93),
+}
+SWEEP = {  # Z-Forcing variants looking for an aux cost that helps (on top of the paper preset)
+    "aux 0.001 [h,z] authors": [],
+    "aux 0.01 [h,z] authors": ["model.aux.reconstruction.weight=0.01"],
+    "aux 0.001 z_force authors": ["model.aux.reconstruction.z_force=true"],
+    "aux 0.01 z_force authors": ["model.aux.reconstruction.z_force=true", "model.aux.reconstruction.weight=0.01"],
+    "aux 0.001 [h,z] local": ["model.aux.reconstruction.gradient=local"],
+    "aux 0->0.01 schedule": ["model.aux.reconstruction.weight={start: 0.0, end: 0.01, step: 0.0005, per: epoch}"],
+    "aux 0.001 + bwd 1.0": ["model.aux.bwd.weight=1.0"],
+    "aux 0.001, KL 0.2->1 over 40 epochs": ["objective.kl_weight={start: 0.2, end: 1.0, step: 0.02, per: epoch}"],
+}
+
+
+@dataclass
+class Job:
+    key: str  # folder under --out
+    file: str  # key of FILES
+    model: str
+    seed: int
+    epochs: float
+    sets: list[str] = field(default_factory=list)
+    variant: str | None = None  # sweep variant name
+
+    def command(self, data: Path, out: Path, iwae_k: int) -> list[str]:
+        return ["seqvae", "bench", "--models", self.model, "--dataset", "jsb",
+                "--data", str(data / FILES[self.file][0]), "--preset", "paper",
+                "--seeds", str(self.seed), "--epochs", f"{self.epochs:g}", "--iwae-k", str(iwae_k),
+                *(arg for s in self.sets for arg in ("--set", s)), "--out", str(out / self.key)]  # fmt: skip
+
+
+def plan(args) -> list[Job]:
+    epochs = dict(item.split("=") for item in args.epochs_for)
+    jobs = []
+    for seed in args.seeds:
+        for file in args.files:
+            for model in args.models:
+                e = float(epochs.get(model, args.epochs))
+                jobs.append(Job(f"{file}/{model}-seed{seed}", file, model, seed, e))
+    if args.sweep:
+        for file in args.files:
+            for i, (name, sets) in enumerate(SWEEP.items()):
+                jobs.append(Job(f"{file}/sweep{i}", file, "zforcing", 0, args.sweep_epochs, sets, name))
+    return jobs
+
+
+def run(job: Job, args) -> None:
+    folder = args.out / job.key
+    folder.mkdir(parents=True, exist_ok=True)
+    command = job.command(args.data, args.out, args.iwae_k)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = time.time()
+    with (folder / "log.txt").open("a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        status = subprocess.call([sys.executable, "-m", "seqvae", *command[1:]],
+                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # fmt: skip
+    print(f"{job.key}: exit {status} after {time.time() - started:.0f} s", flush=True)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def load_rows(job: Job, out: Path) -> list[dict]:
+    path = out / job.key / "results.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _stat(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _target(file: str, model: str, value: float | None) -> str:
+    if (file, model) not in TARGETS:
+        return ""
+    kind, number = TARGETS[(file, model)]
+    if value is None:
+        return f"{kind} {number}: not measured"
+    met = value <= number if kind == "<=" else abs(value - number) <= 0.05 * number
+    gap = value - number
+    return f"{kind} {number}: {'met' if met else 'missed'} ({gap:+.2f})"
+
+
+def summarise(jobs: list[Job], args) -> dict:
+    groups: dict[tuple[str, str, str | None], list[tuple[Job, dict]]] = {}
+    for job in jobs:
+        for row in load_rows(job, args.out):
+            groups.setdefault((job.file, job.model, job.variant), []).append((job, row))
+    table = []
+    for (file, model, variant), members in groups.items():
+        ok = [r for _, r in members if r.get("error") is None]
+        iwae = [r["iwae"] for r in ok if r.get("iwae") is not None]
+        first = members[0][0]
+        table.append({
+            "data": FILES[file][1], "file": FILES[file][0], "model": model, "variant": variant,
+            "seeds": [r["seed"] for r in ok], "errors": [r["error"] for _, r in members if r.get("error")],
+            "elbo": [r["elbo"] for r in ok], "iwae": iwae, "iwae_k": ok[0]["iwae_k"] if ok else None,
+            "kl": [r["kl"] for r in ok], "active_units": [r["active_units"] for r in ok],
+            "train_seconds": [r["train_seconds"] for r in ok], "eval_seconds": [r["eval_seconds"] for r in ok],
+            "steps": [r["steps"] for r in ok], "epochs": first.epochs,
+            "test_sequences": ok[0]["test_sequences"] if ok else None,
+            "test_steps": ok[0]["test_steps"] if ok else None, "fingerprint": ok[0]["data"] if ok else None,
+            "paper": ok[0]["paper"] if ok else None,
+            "target": _target(file, model, statistics.mean(iwae) if iwae and variant is None else None)
+            if variant is None else "",
+            "command": shlex.join(first.command(args.data, args.out, args.iwae_k)[:-2]
+                                  + ["--seeds", ",".join(str(r["seed"]) for r in ok) or str(first.seed)]
+                                  + ["--out", "runs/reproduce"]),
+        })  # fmt: skip
+    return {"rows": table, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def markdown(summary: dict, notes: str) -> str:
+    lines = ["# Reproducing the published JSB numbers", "",
+             "Written by `benchmarks/reproduce.py` (rerun it to regenerate this page). Test NLL in "
+             "nats per predicted step (lower is better): the ELBO (beta = 1, no auxiliary terms) and "
+             "the IWAE bound, of the checkpoint with the best validation ELBO. Every run used one CPU "
+             "thread, two runs at a time on a 2-core machine; seconds are wall time of training and "
+             "of the test evaluation.", "", notes, ""]  # fmt: skip
+    for variant_rows, title in ((False, "Models, `--preset paper`"), (True, "Z-Forcing sweep")):
+        rows = [r for r in summary["rows"] if (r["variant"] is not None) == variant_rows]
+        if not rows:
+            continue
+        lines += [f"## {title}", "",
+                  "| data | model | seeds | epochs | ELBO | IWAE (K) | KL / step | active units | train s | eval s | published | target |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in sorted(rows, key=lambda r: (r["file"], r["variant"] or "", MODELS.index(r["model"]))):
+            name = r["model"] if r["variant"] is None else f"zforcing: {r['variant']}"
+            train = f"{statistics.mean(r['train_seconds']):.0f}" if r["train_seconds"] else ""
+            ev = f"{statistics.mean(r['eval_seconds']):.0f}" if r["eval_seconds"] else ""
+            paper = "" if r["paper"] is None else f"{r['paper']:g}"
+            errors = f" ({len(r['errors'])} failed)" if r["errors"] else ""
+            lines.append(f"| {r['data']} | {name} | {len(r['seeds'])}{errors} | {r['epochs']:g} | "
+                         f"{_stat(r['elbo'])} | {_stat(r['iwae'])} ({r['iwae_k']}) | {_stat(r['kl'])} | "
+                         f"{_stat([float(a) for a in r['active_units']])} | {train} | {ev} | {paper} | {r['target']} |")  # fmt: skip
+        lines += ["", "Data: " + "; ".join(sorted({
+            f"{r['file']} ({r['data']}): {r['test_sequences']} test sequences, {r['test_steps']} predicted "
+            f"test steps, fingerprint {r['fingerprint']}" for r in rows if r["fingerprint"]})), ""]  # fmt: skip
+        lines += ["Commands (one per row; `--seeds` lists the seeds in the row):", "", "```sh"]
+        lines += [r["command"] for r in rows] + ["```", ""]
+    if (ROOT / "docs" / "reproduction_curves.png").exists():
+        lines += ["![validation NLL by epoch](reproduction_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(jobs: list[Job], args, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'seqvae[report]'): no curves", file=sys.stderr)
+        return
+    files = sorted({j.file for j in jobs})
+    fig, axes = plt.subplots(1, len(files), figsize=(6 * len(files), 4), squeeze=False)
+    for ax, file in zip(axes[0], files, strict=True):
+        for job in jobs:
+            if job.file != file or job.seed != 0 or job.variant is not None:
+                continue
+            logs = list((args.out / job.key / "runs").glob("*/val_log.jsonl"))
+            if not logs:
+                continue
+            points = [json.loads(line) for line in logs[0].read_text().splitlines() if line.strip()]
+            ax.plot([p["epoch"] for p in points], [p["elbo_in_unit"] for p in points], label=job.model)
+        ax.set_title(FILES[file][1], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation NLL bound (nats per step)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+REPORT_LOCK = threading.Lock()
+
+
+def write_report(jobs: list[Job], args, notes: str) -> None:
+    with REPORT_LOCK:  # runs finish in worker threads
+        _write_report(jobs, args, notes)
+
+
+def _write_report(jobs: list[Job], args, notes: str) -> None:
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    summary = summarise(jobs, args)
+    plot(jobs, args, docs / "reproduction_curves.png")
+    (docs / "reproduction.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (docs / "reproduction.md").write_text(markdown(summary, notes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "jsb")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reproduce")
+    parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
+    parser.add_argument("--files", type=lambda s: s.split(","), default=list(FILES))
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=50, help="epochs per run (SRNN's default budget)")
+    parser.add_argument("--epochs-for", nargs="*", default=[], metavar="MODEL=EPOCHS")
+    parser.add_argument("--iwae-k", type=int, default=64)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true", help="also run the Z-Forcing sweep (seed 0)")
+    parser.add_argument("--sweep-epochs", type=float, default=50)
+    parser.add_argument("--notes", type=Path, help="a markdown file placed at the top of the report")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.out = args.out.resolve()
+    jobs = plan(args)
+    notes = args.notes.read_text() if args.notes else ""
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for _ in pool.map(lambda job: (run(job, args), write_report(jobs, args, notes)), jobs):
+                pass
+    write_report(jobs, args, notes)
+    print(f"wrote {ROOT / 'docs' / 'reproduction.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
