@@ -9,9 +9,12 @@ the authors' code:
 
 - the decoder and the backward RNN have their own input embeddings;
 - each sequence is reversed within its own length before the backward LSTM;
-- the auxiliary cost reads z_t recomputed from detached (h_{t-1}, b_t) with the same noise,
-  so it trains the auxiliary network and the in-loop posterior layers only, never the RNNs
-  nor the b_t-side weights of the posterior's first layer;
+- the auxiliary cost follows ``summary-reconstruction``'s ``gradient`` option (``aux_gradient``
+  here): ``authors`` (the default, as the authors' code and seqvae's default) detaches only
+  the target b_t, so the cost reaches the whole posterior network, the backward LSTM and the
+  decoder; ``local`` reads z_t recomputed from detached (h_{t-1}, b_t) with the same noise, so
+  it trains the auxiliary network and the in-loop posterior layers only, never the RNNs nor
+  the b_t-side weights of the posterior's first layer;
 - the backward language-model head is off (its weight is 0 in the built-in composition).
 
 It imports nothing from seqvae.
@@ -69,8 +72,11 @@ def _reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 class PlainZForcing(nn.Module):
     """Z-Forcing with a Gaussian output, a linear emission and the Gaussian auxiliary cost."""
 
-    def __init__(self, dims: PlainDims) -> None:
+    def __init__(self, dims: PlainDims, aux_gradient: str = "authors") -> None:
         super().__init__()
+        if aux_gradient not in ("authors", "local"):
+            raise ValueError(f"aux_gradient: expected 'authors' or 'local', got {aux_gradient!r}")
+        self.aux_gradient = aux_gradient
         d = self.dims = dims
         self.emb_fwd = nn.Linear(d.x_dim, d.emb)
         self.emb_bwd = nn.Linear(d.x_dim, d.emb)
@@ -93,7 +99,7 @@ class PlainZForcing(nn.Module):
         b_states = _reverse_padded(b_states, lengths) * mask.unsqueeze(-1)
         u_emb = self.emb_fwd(u)
 
-        # the auxiliary cost's copy of the posterior's first layer: h-part trainable, b-part not
+        # the local aux path's copy of the posterior's first layer: h-part trainable, b-part not
         first = self.inf_mod[0]
         w_h, w_b = first.weight[:, :rnn], first.weight[:, rnn:]
 
@@ -108,12 +114,16 @@ class PlainZForcing(nn.Module):
             z = inf_mu + torch.exp(0.5 * inf_logvar) * noise[t]
 
             if aux_weight:  # switched off, the seqvae objective skips it in training too
-                h_det, b_det = h.detach(), b.detach()
-                local = F.linear(h_det, w_h) + F.linear(b_det, w_b.detach(), first.bias.detach())
-                local = torch.clamp(self.inf_mod[2](self.inf_mod[1](local)), -8.0, 8.0)
-                loc_mu, loc_logvar = local.chunk(2, 1)
-                z_local = loc_mu + torch.exp(0.5 * loc_logvar) * noise[t]
-                aux_params = self.aux_mod(torch.cat((h_det, z_local), 1))
+                b_det = b.detach()  # the target: detached on both paths
+                if self.aux_gradient == "local":
+                    h_aux = h.detach()
+                    local = F.linear(h_aux, w_h) + F.linear(b_det, w_b.detach(), first.bias.detach())
+                    local = torch.clamp(self.inf_mod[2](self.inf_mod[1](local)), -8.0, 8.0)
+                    loc_mu, loc_logvar = local.chunk(2, 1)
+                    z_aux = loc_mu + torch.exp(0.5 * loc_logvar) * noise[t]
+                else:  # the authors' fwd_pass: h_{t-1} and z_t with their graphs
+                    h_aux, z_aux = h, z
+                aux_params = self.aux_mod(torch.cat((h_aux, z_aux), 1))
                 aux_mu, aux_logvar = torch.clamp(aux_params, -8.0, 8.0).chunk(2, 1)
                 auxs.append(_gaussian_log_prob(b_det, torch.tanh(aux_mu), aux_logvar).sum(1))
 

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import io
 import json
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from seqvae import hookimpl
+from seqvae import hookimpl, safe_pickle
 from seqvae.cache import cached, fingerprint
 from seqvae.data import Dataset, Split
 from seqvae.errors import UserError
@@ -232,19 +230,10 @@ def _music21():
     return music21
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    """Loads only plain containers and numbers: a pickle cannot run code through it."""
-
-    def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
 def load_jsb_pickle(path: Path) -> dict[str, list]:
-    """The {train, valid, test} lists of pieces (lists of chords of MIDI numbers)."""
-    try:
-        data = _PlainUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except Exception as error:
-        raise UserError(f"{path}: not a readable JSB Chorales pickle ({error})") from None
+    """The {train, valid, test} lists of pieces (lists of chords of MIDI numbers), read with
+    seqvae's safe unpickler: numpy scalars load (the classic file holds them), code never runs."""
+    data = safe_pickle.load(path, "JSB Chorales pickle")
     if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
         raise UserError(f"{path}: expected a dict with lists under 'train', 'valid' and 'test'")
     return data

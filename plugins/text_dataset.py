@@ -129,8 +129,18 @@ class Text(Dataset):
         return self._splits[name]
 
     def decode(self, ids) -> str:
-        """Word ids back to text (padding dropped)."""
-        return " ".join(self.vocab[int(i)] for i in ids if int(i) != PAD)
+        """Word ids back to text, up to the first ``</S>`` (not shown), padding dropped.
+
+        A sampled sequence runs on for as many steps as were asked; what follows the end of
+        the sentence is not part of it.
+        """
+        words = []
+        for i in map(int, ids):
+            if i == END:
+                break
+            if i != PAD:
+                words.append(self.vocab[i])
+        return " ".join(words)
 
     def _build(self, out: Path, files: list[Path]) -> dict:
         opts = self.options

@@ -198,6 +198,19 @@ def open_dataset(name: str, data: str | None, comp=None, options: list[str] | No
     return dataset
 
 
+def precheck_likelihood(dataset: str, overrides: list[str]) -> None:
+    """Refuse a likelihood the user set with --set that cannot fit the data set, before its
+    corpus is prepared (which may take minutes); where the class knows its support."""
+    from seqvae.registry import default_registry
+
+    registry = default_registry()
+    chosen = [item.partition("=")[2] for item in overrides if item.startswith("model.likelihood.component=")]
+    entry = registry.find("dataset", dataset)
+    likelihood = registry.find("likelihood", chosen[-1].strip()) if chosen else None
+    if entry is not None and likelihood is not None:
+        entry.cls.check_support(likelihood.cls, where="model.likelihood")
+
+
 def _dataset_options(cls, items: list[str]):
     from seqvae.options import parse
     from seqvae.yamlio import loads
@@ -220,6 +233,7 @@ def cmd_train(args) -> int:
         budget = Budget(max_steps=1000)
     budget.validate()
     device = _device(args.device)
+    precheck_likelihood(args.dataset, args.overrides)
     dataset = open_dataset(args.dataset, args.data, options=args.data_options)
     comp = resolve_composition(args.model, dataset, args.dataset, args.preset, args.overrides)
     out = Path(args.out or f"runs/{comp.name}-{args.dataset}-seed{args.seed}")
@@ -292,6 +306,7 @@ def cmd_bench(args) -> int:
     if args.max_steps is None and args.epochs is None and minutes is None:
         budget = Budget(epochs=1.0)
     budget.validate()
+    precheck_likelihood(args.dataset, args.overrides)
     dataset = open_dataset(args.dataset, args.data, options=args.data_options)
     out = Path(args.out or f"runs/bench-{args.dataset}")
     plan = BenchPlan(

@@ -8,15 +8,19 @@ A split may hold torch tensors or numpy arrays, ``np.memmap`` included: a corpus
 an on-disk cache is never read whole; only the rows of a batch are read and become float32
 tensors. A data set declares, as class attributes, what its numbers mean (``unit``), what its
 values are (``support``, so that a model with the wrong likelihood is refused before training)
-and, for the not-found message, which files it expects and where such a corpus comes from.
+and, for the not-found message, which files it expects and where such a corpus comes from. A
+data set whose values are known only once its file is read (``npz``) declares ``support = None``
+and sets ``support``, ``likelihood`` and ``unit`` on the instance.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +39,11 @@ UNITS = ("nats per sequence", "nats per step", "nats per image", "perplexity")
 
 SUPPORTS = ("real", "binary", "categorical")
 """What the values of x are: real vectors, 0/1 vectors, or one class index per step."""
+
+SPLITS = ("train", "valid", "test")
+
+FINGERPRINT_CHUNK_BYTES = 1 << 24
+"""Rows are hashed this many bytes at a time, so a memory-mapped corpus is never read whole."""
 
 
 @dataclass
@@ -158,7 +167,10 @@ class Dataset(ABC):
     - ``unit``: how its results are reported, one of :data:`UNITS`.
     - ``support`` and ``likelihood``: what the values are (one of :data:`SUPPORTS`) and the
       registered likelihood that fits them; :meth:`check_model` refuses a model whose
-      likelihood declares another support.
+      likelihood declares another support. ``support = None`` means "known once the file is
+      read": :meth:`check_support` then checks nothing and the instance sets ``support``,
+      ``likelihood`` and ``unit`` itself (the class values are defaults an instance may
+      override).
     - ``sample_rate``: for audio, the rate in Hz of the stored waveform (see :meth:`denormalise`).
     - ``embedded``: true when the data set works without any files (``path`` is then None).
     - ``expected_files`` and ``source_hint``: what a folder of this data set holds and where
@@ -170,9 +182,10 @@ class Dataset(ABC):
     slot: ClassVar[str] = "dataset"
     name: ClassVar[str]
     Options: ClassVar[type] = NoOptions
-    unit: ClassVar[str] = "nats per sequence"
-    support: ClassVar[str] = "real"
-    likelihood: ClassVar[str] = "gaussian"
+    # defaults: an instance may set its own once it has read its file
+    unit: str = "nats per sequence"
+    support: str | None = "real"
+    likelihood: str | None = "gaussian"
     sample_rate: ClassVar[int | None] = None
     embedded: ClassVar[bool] = False
     expected_files: ClassVar[str] = ""
@@ -191,6 +204,26 @@ class Dataset(ABC):
     def x_dim(self) -> int:
         """Size of one stored observation x_t."""
         return self.split("train").x_dim
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """12 hex digits hashing the content of the three splits (x and mask, with their shapes).
+
+        It depends on the decoded values only, not on the file they came from: the same data
+        stored as a pickle or as JSON has the same fingerprint, so a results row can say which
+        data it was measured on. x is hashed as uint8 when binary, else as float32; the mask as
+        float32.
+        """
+        digest = hashlib.sha256()
+        x_dtype = np.uint8 if self.support == "binary" else np.float32
+        for name in SPLITS:
+            split = self.split(name)
+            for field, array, dtype in (("x", split.x, x_dtype), ("mask", split.mask, np.float32)):
+                digest.update(
+                    f"{name}.{field} {tuple(array.shape)} {np.dtype(dtype).str}\n".encode()
+                )
+                _hash_rows(digest, array, dtype)
+        return digest.hexdigest()[:12]
 
     def denormalise(self, x: Tensor) -> Tensor:
         """Undo the data set's normalisation: model-space values back to the source's units.
@@ -222,7 +255,7 @@ class Dataset(ABC):
             )
         if likelihood is None:
             return
-        self.check_support(likelihood, where, fix=_fix(self, where))
+        _refuse_other_support(self.name, self.support, likelihood, where, _fix(self, where))
         classes = getattr(likelihood_options, "classes", None)
         if self.classes is not None and classes is not None and classes != self.classes:
             raise UserError(
@@ -235,17 +268,37 @@ class Dataset(ABC):
         cls, likelihood: type, where: str = "model.likelihood", fix: str | None = None
     ) -> None:
         """Refuse a likelihood class declaring a ``support`` other than the data's; needs no
-        instance, so a mismatch is found before a corpus is prepared."""
-        support = getattr(likelihood, "support", None)
-        if support is not None and support != cls.support:
-            component = getattr(likelihood, "name", likelihood.__name__)
-            raise UserError(
-                f"{where}: {component!r} models {support} values, but data set {cls.name!r} "
-                f"holds {cls.support} values; use {fix or _fix(cls, where)}"
-            )
+        instance, so a mismatch is found before a corpus is prepared. A class whose support is
+        None (known once the file is read) passes here; :meth:`check_model` checks it."""
+        if cls.support is None:
+            return
+        _refuse_other_support(cls.name, cls.support, likelihood, where, fix or _fix(cls, where))
 
     def _where(self) -> str:
         return str(self.path) if self.path is not None else "embedded"
+
+
+def _refuse_other_support(
+    dataset: str, support: str | None, likelihood: type, where: str, fix: str
+) -> None:
+    models = getattr(likelihood, "support", None)
+    if support is not None and models is not None and models != support:
+        component = getattr(likelihood, "name", likelihood.__name__)
+        raise UserError(
+            f"{where}: {component!r} models {models} values, but data set {dataset!r} "
+            f"holds {support} values; use {fix}"
+        )
+
+
+def _hash_rows(digest, array: Array, dtype: type) -> None:
+    """Feed ``array``'s values as ``dtype`` to ``digest``, a few rows at a time."""
+    row_bytes = max(1, math.prod(array.shape[1:]) * np.dtype(dtype).itemsize)
+    step = max(1, FINGERPRINT_CHUNK_BYTES // row_bytes)
+    for start in range(0, array.shape[0], step):
+        rows = array[start : start + step]
+        if isinstance(rows, Tensor):
+            rows = rows.detach().cpu().numpy()
+        digest.update(np.ascontiguousarray(rows, dtype=dtype).tobytes())
 
 
 def _fix(data: Dataset | type[Dataset], where: str) -> str:

@@ -1,7 +1,8 @@
 """Samples from a model in TensorBoard, rendered the way the data set's values read best.
 
 - audio (the data set has a ``sample_rate``): ``add_audio`` of the un-normalised waveform;
-- categorical values: ``add_text``, through the data set's ``decode(ids) -> str`` if it has one;
+- categorical values: ``add_text``, through the data set's ``decode(ids) -> str`` if it has one
+  (which ends a sentence at its end token, so a sample does not run on past it);
 - anything else: ``add_image`` of each sequence, through the data set's
   ``sample_image(x) -> (H, W)`` if it has one (a digit), else features by time (a piano roll).
 """

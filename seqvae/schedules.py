@@ -6,9 +6,9 @@
 
 Both are read at a :class:`Progress`: the number of optimiser updates done and the epochs they
 make (fractional: update / updates per epoch). A schedule by epoch therefore moves a little at
-every update (SRNN's "KL temperature from 0.2 to 1 over the first 20 epochs" is ``start: 0.2,
-end: 1, step: 0.05, per: epoch``), while a decay counts whole periods (SRNN's "learning rate /
-1.2 per epoch after 20 epochs" is ``factor: 0.8333, every: 1, start: 20, per: epoch``).
+every update ("KL temperature from 0.2 to 1 over the first 20 epochs" is ``start: 0.2, end: 1,
+step: 0.04, per: epoch``), while a decay counts whole periods ("learning rate / 1.2 per epoch
+after 20 epochs" is ``factor: 0.8333, every: 1, start: 20, per: epoch``).
 """
 
 from __future__ import annotations

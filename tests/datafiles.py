@@ -1,4 +1,5 @@
-"""Writers of miniature corpora for the data-set tests: SPHERE trees, audio folders, MNIST files.
+"""Writers of miniature corpora for the data-set tests: SPHERE trees, audio folders, MNIST files,
+music pickles as Python 2 wrote them.
 
 Everything is made on the spot from seeded random numbers; nothing is downloaded.
 """
@@ -6,6 +7,9 @@ Everything is made on the spot from seeded random numbers; nothing is downloaded
 from __future__ import annotations
 
 import gzip
+import io
+import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -79,4 +83,38 @@ def write_idx(path: Path, images: np.ndarray, gz: bool = False) -> Path:
     raw = b"\x00\x00\x08\x03" + b"".join(v.to_bytes(4, "big") for v in (n, rows, cols))
     raw += images.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+class Python2Pickler(pickle._Pickler):
+    """Pickles bytes the way Python 2 pickled its ``str``: SHORT_BINSTRING, which Python 3 reads
+    back only with ``encoding="latin1"`` (Python 3 itself writes ``_codecs.encode`` calls)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj: bytes) -> None:
+        assert len(obj) < 256, "only short strings are needed here"
+        self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def write_music_pickle(path: Path, data: dict[str, list]) -> Path:
+    """A Boulanger-Lewandowski style pickle as Python 2 and numpy 1 wrote it: protocol 2, keys
+    as Python 2 strings, notes as numpy int64 scalars, numpy named ``numpy.core.multiarray``."""
+    as_numpy = {
+        split.encode(): [[tuple(np.int64(n) for n in chord) for chord in seq] for seq in seqs]
+        for split, seqs in data.items()
+    }
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(as_numpy)
+    # protocol 2 names globals as text lines, so the module can be renamed in place
+    path.write_bytes(buffer.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    return path
+
+
+def write_music_json(path: Path, data: dict[str, list]) -> Path:
+    """The same data as JSON lists of note numbers."""
+    path.write_text(json.dumps({s: [[list(c) for c in seq] for seq in v] for s, v in data.items()}))
     return path

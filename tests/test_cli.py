@@ -37,7 +37,7 @@ def test_train_writes_the_resolved_config_and_a_weights_only_checkpoint(toy_npz,
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model"]["decoder"] == {"component": "latent-lstm", "embed": 8, "hidden": 12, "cond_ln": True,
                                           "cond_mlp": 512, "emission_hidden": 0}
-    assert config["objective"]["kl_weight"] == {"start": 0.2, "end": 1.0, "step": 5e-5}
+    assert config["objective"]["kl_weight"] == {"start": 0.2, "end": 1.0, "step": 5e-5, "per": "update"}
     checkpoint = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["step"] == 12 and checkpoint["seed"] == 3 and checkpoint["x_dim"] == 3
     assert checkpoint["composition"] == config
@@ -54,7 +54,7 @@ def test_train_writes_the_resolved_config_and_a_weights_only_checkpoint(toy_npz,
         (["--dataset", "nzp"], "unknown dataset 'nzp'; did you mean 'npz'?"),
         (["--max-steps", "0"], "--max-steps: expected a positive number"),
         (["--device", "tpu"], "--device: expected cpu or cuda"),
-        (["--data-option", "vocab=3"], "--data-option: npz.vocab: unknown option (options: none)"),
+        (["--data-option", "vocab=3"], "--data-option: npz.vocab: unknown option (options: support, unit)"),
     ],
 )
 def test_user_errors_exit_2_with_one_line_and_no_traceback(toy_npz, tmp_path, capsys, extra, message):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqvae.data import Split, in_unit
+from seqvae.data import Dataset, Split, in_unit
 from seqvae.errors import UserError
 
 
@@ -67,3 +67,39 @@ def test_results_in_each_unit():
     assert in_unit("perplexity", -20.0, 4, 10) == pytest.approx(math.exp(2.0))
     with pytest.raises(ValueError, match="unknown unit"):
         in_unit("bits", 0.0, 1, 1)
+
+
+class Held(Dataset):
+    """A data set over given splits, counting the calls to split()."""
+
+    name = "held"
+
+    def __init__(self, splits, support="real"):
+        super().__init__(None, None)
+        self.splits, self.support, self.calls = splits, support, 0
+
+    def split(self, name):
+        self.calls += 1
+        return self.splits[name]
+
+
+def test_fingerprint_hashes_content_in_row_chunks_once(tmp_path, monkeypatch):
+    import seqvae.data
+
+    seq, mask = sequences(n=9)
+    np.save(tmp_path / "seq.npy", seq)
+    mapped = Split.shifted(np.load(tmp_path / "seq.npy", mmap_mode="r"), mask)
+    tensors = Split(torch.from_numpy(seq[:, :-1]), torch.from_numpy(seq[:, 1:]), torch.from_numpy(mask))
+    whole = Held(dict.fromkeys(("train", "valid", "test"), tensors))
+    expected = whole.fingerprint
+    assert len(expected) == 12 and whole.fingerprint == expected and whole.calls == 3  # cached
+    monkeypatch.setattr(seqvae.data, "FINGERPRINT_CHUNK_BYTES", 50)  # about one row at a time
+    chunked = Held(dict.fromkeys(("train", "valid", "test"), mapped))
+    assert chunked.fingerprint == expected
+    as_float64 = Split.shifted(seq.astype(np.float64), mask.astype(np.float64))
+    assert Held(dict.fromkeys(("train", "valid", "test"), as_float64)).fingerprint == expected
+    other = Split.shifted(seq[:, ::-1].copy(), mask)
+    assert Held({"train": tensors, "valid": tensors, "test": other}).fingerprint != expected
+    binary = Split.shifted((seq > 0).astype(np.float32), mask)
+    binary_fp = Held(dict.fromkeys(("train", "valid", "test"), binary), "binary").fingerprint
+    assert binary_fp != Held(dict.fromkeys(("train", "valid", "test"), binary)).fingerprint  # uint8 vs float32

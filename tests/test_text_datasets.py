@@ -138,3 +138,24 @@ def test_undecodable_text_is_an_error_naming_the_file(tmp_path):
     bad.write_bytes(b"one two \xff\xfe three four five\n")
     with pytest.raises(UserError, match="b.txt: not UTF-8 text"):
         Text(tmp_path)
+
+
+def test_decoded_text_and_tensorboard_samples_end_at_the_end_token(corpus):
+    import torch
+
+    from seqvae.samples import write_samples
+
+    dataset = Text(corpus[0])
+    first, second = dataset.vocab[4], dataset.vocab[5]
+    ids = [4, PAD, 5, END, 4, 5, PAD]  # a sample runs on past </S>
+    assert dataset.decode(ids) == f"{first} {second}"
+    assert dataset.decode([END, 4]) == "" and dataset.decode([4, 5]) == f"{first} {second}"
+    calls = []
+
+    class Writer:
+        def add_text(self, *args):
+            calls.append(args)
+
+    x = torch.tensor([ids, [5, END, END, 4, 4, 4, 4]], dtype=torch.float32)[..., None]
+    write_samples(Writer(), dataset, "samples", x, step=3)
+    assert calls == [("samples/text", f"    {first} {second}\n\n    {second}", 3)]

@@ -1,5 +1,6 @@
 """Z-Forcing as MODELS.md states it: what feeds what, and where gradients may flow."""
 
+import pytest
 import torch
 
 from seqvae.composition import Schedule
@@ -14,27 +15,75 @@ def _grads(model, loss):
     return {name: p.grad for name, p in model.named_parameters()}
 
 
-def test_aux_cost_does_not_train_backward_rnn():
-    model, _ = tiny_model()
+def _aux_grads(*overrides):
+    """Gradients of the masked, summed auxiliary cost alone, per parameter name."""
+    model, _ = tiny_model("zforcing", *overrides)
     u, x, mask = batch()
     trace = model(u, x, mask)
     aux = (model.aux["reconstruction"](trace) * mask).sum()
-    grads = _grads(model, -aux)
-    rnn = {n: g for n, g in grads.items() if n.startswith("encoder.rnn.") or n.startswith("encoder.embed.")}
-    assert rnn and all(g is None or torch.count_nonzero(g) == 0 for g in rnn.values())
-    aux_net = [g for n, g in grads.items() if n.startswith("aux.reconstruction.")]
-    assert aux_net and all(g is not None and g.abs().sum() > 0 for g in aux_net)
+    return _grads(model, -aux)
+
+
+def _nonzero(grads, *prefixes):
+    chosen = {n: g for n, g in grads.items() if n.startswith(prefixes)}
+    return chosen and all(g is not None and g.abs().sum() > 0 for g in chosen.values())
+
+
+def _zero(grads, *prefixes):
+    chosen = {n: g for n, g in grads.items() if n.startswith(prefixes)}
+    return chosen and all(g is None or torch.count_nonzero(g) == 0 for g in chosen.values())
+
+
+def test_local_aux_cost_trains_only_the_aux_net_and_the_in_loop_posterior_layers():
+    grads = _aux_grads("model.aux.reconstruction.gradient=local")
+    assert _zero(grads, "encoder.rnn.", "encoder.embed.")
+    assert _nonzero(grads, "aux.reconstruction.")
     # the in-loop posterior layers learn from the cost; the b_t-side layer belongs to the
-    # precompute over b_t, which the cost must not train
-    posterior = [g for n, g in grads.items() if n.startswith(("encoder.post_cond", "encoder.post_out"))]
-    assert len(posterior) == 3 and all(g is not None and g.abs().sum() > 0 for g in posterior)
-    decoder = [g for n, g in grads.items() if n.startswith("decoder.")]
-    assert all(g is None or torch.count_nonzero(g) == 0 for g in decoder)
+    # precompute over b_t, which this path must not train
+    posterior = [n for n in grads if n.startswith(("encoder.post_cond", "encoder.post_out"))]
+    assert len(posterior) == 3 and _nonzero(grads, "encoder.post_cond", "encoder.post_out")
+    assert _zero(grads, "encoder.post_summary")
+    assert _zero(grads, "decoder.", "prior.")
 
 
-def test_z_force_removes_h_from_the_aux_input():
+DECODER_RECURRENCE = ("decoder.hidden_gates", "decoder.latent_gates", "decoder.input_gates", "decoder.embed")
+
+
+@pytest.mark.parametrize("z_force", [False, True])
+@pytest.mark.parametrize("cost", ["gaussian", "l2"])
+def test_authors_aux_cost_trains_posterior_backward_rnn_and_decoder_but_not_prior_or_emission(z_force, cost):
+    """The default: only the target b_t is detached, as in the authors' fwd_pass. With z_force
+    the aux net no longer reads h_{t-1}, but z_t does (the posterior reads [h_{t-1}, b_t]), so
+    the decoder's recurrence still learns from the cost."""
+    overrides = [f"model.aux.reconstruction.z_force={str(z_force).lower()}", f"model.aux.reconstruction.cost={cost}"]
+    grads = _aux_grads(*overrides)
+    assert _nonzero(grads, "aux.reconstruction.")
+    assert _nonzero(grads, "encoder.post_cond", "encoder.post_out", "encoder.post_summary")
+    assert _nonzero(grads, "encoder.rnn.", "encoder.embed.")
+    for prefix in DECODER_RECURRENCE:
+        assert _nonzero(grads, prefix), prefix
+    assert _zero(grads, "prior.")
+    assert _zero(grads, "decoder.emit.")
+    assert _zero(grads, "aux.bwd.")
+
+
+def test_authors_is_the_default_and_both_paths_compute_the_same_value():
+    model, _ = tiny_model()
+    assert model.aux["reconstruction"].options.gradient == "authors"
+    trace = model(*batch())
+    authors = model.aux["reconstruction"](trace)
+    model.aux["reconstruction"].options.gradient = "local"
+    torch.testing.assert_close(model.aux["reconstruction"](trace), authors)
+
+
+@pytest.mark.parametrize("gradient", ["authors", "local"])
+def test_z_force_removes_h_from_the_aux_input(gradient):
     for z_force, in_dim in ((True, 4), (False, 12 + 4)):
-        model, _ = tiny_model("zforcing", f"model.aux.reconstruction.z_force={str(z_force).lower()}")
+        model, _ = tiny_model(
+            "zforcing",
+            f"model.aux.reconstruction.z_force={str(z_force).lower()}",
+            f"model.aux.reconstruction.gradient={gradient}",
+        )
         assert model.aux["reconstruction"].net[0].in_features == in_dim
         trace = model(*batch())
         base = model.aux["reconstruction"](trace)
