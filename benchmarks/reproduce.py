@@ -15,6 +15,7 @@ matplotlib, the ``report`` extra), so results land as they finish.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -64,11 +65,12 @@ class Job:
     sets: list[str] = field(default_factory=list)
     variant: str | None = None  # sweep variant name
 
-    def command(self, data: Path, out: Path, iwae_k: int) -> list[str]:
+    def command(self, data: Path, out: Path, iwae_k: int, seeds: str | None = None) -> list[str]:
         return ["seqvae", "bench", "--models", self.model, "--dataset", "jsb",
-                "--data", str(data / FILES[self.file][0]), "--preset", "paper",
-                "--seeds", str(self.seed), "--epochs", f"{self.epochs:g}", "--iwae-k", str(iwae_k),
-                *(arg for s in self.sets for arg in ("--set", s)), "--out", str(out / self.key)]  # fmt: skip
+                "--data", os.path.relpath(data / FILES[self.file][0], ROOT), "--preset", "paper",
+                "--seeds", seeds or str(self.seed), "--epochs", f"{self.epochs:g}", "--iwae-k", str(iwae_k),
+                *(arg for s in self.sets for arg in ("--set", s)),
+                "--out", os.path.relpath(out / self.key, ROOT)]  # fmt: skip
 
 
 def plan(args) -> list[Job]:
@@ -76,25 +78,27 @@ def plan(args) -> list[Job]:
     the other seeds, so that a budget cut short still leaves a complete first table."""
     epochs = dict(item.split("=") for item in args.epochs_for)
 
-    def main_runs(seed: int) -> list[Job]:
+    def main_runs(seed: int, models: list[str]) -> list[Job]:
         return [Job(f"{file}/{model}-seed{seed}", file, model, seed, float(epochs.get(model, args.epochs)),
                     BUDGET_SETS.get(model, []))
-                for file in args.files for model in args.models]  # fmt: skip
+                for file in args.files for model in models]  # fmt: skip
 
-    jobs = main_runs(args.seeds[0])
+    jobs = main_runs(args.seeds[0], args.models)
     if args.sweep:
         for file in sorted(args.files, reverse=True):  # the SRNN npz first: the issue's data
             for i, (name, sets) in enumerate(SWEEP.items()):
                 jobs.append(Job(f"{file}/sweep{i}", file, "zforcing", args.seeds[0],
                                 args.sweep_epochs or args.epochs, sets, name))  # fmt: skip
     for seed in args.seeds[1:]:
-        jobs += main_runs(seed)
+        jobs += main_runs(seed, args.seed_models or args.models)
     return jobs
 
 
 def run(job: Job, args) -> None:
     folder = args.out / job.key
     folder.mkdir(parents=True, exist_ok=True)
+    # the report reads every run under --out from these, whichever invocation planned it
+    (folder / "job.json").write_text(json.dumps(dataclasses.asdict(job)) + "\n")
     command = job.command(args.data, args.out, args.iwae_k)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.time()
@@ -114,12 +118,12 @@ def load_rows(job: Job, out: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def _stat(values: list[float]) -> str:
+def _stat(values: list[float], digits: int = 3) -> str:
     if not values:
         return ""
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _target(file: str, model: str, value: float | None) -> str:
@@ -133,9 +137,19 @@ def _target(file: str, model: str, value: float | None) -> str:
     return f"{kind} {number}: {'met' if met else 'missed'} ({gap:+.2f})"
 
 
+def known_jobs(planned: list[Job], out: Path) -> list[Job]:
+    """The planned runs and every other run found under ``out``; a run's own job.json (what it
+    was started with) wins over this invocation's plan."""
+    jobs = {job.key: job for job in planned}
+    for path in sorted(out.glob("*/*/job.json")):
+        job = Job(**json.loads(path.read_text()))
+        jobs[job.key] = job
+    return list(jobs.values())
+
+
 def summarise(jobs: list[Job], args) -> dict:
     groups: dict[tuple[str, str, str | None], list[tuple[Job, dict]]] = {}
-    for job in jobs:
+    for job in known_jobs(jobs, args.out):
         for row in load_rows(job, args.out):
             groups.setdefault((job.file, job.model, job.variant), []).append((job, row))
     table = []
@@ -155,9 +169,8 @@ def summarise(jobs: list[Job], args) -> dict:
             "paper": ok[0]["paper"] if ok else None,
             "target": _target(file, model, statistics.mean(iwae) if iwae and variant is None else None)
             if variant is None else "",
-            "command": shlex.join(first.command(args.data, args.out, args.iwae_k)[:-2]
-                                  + ["--seeds", ",".join(str(r["seed"]) for r in ok) or str(first.seed)]
-                                  + ["--out", "runs/reproduce"]),
+            "command": shlex.join(first.command(args.data, Path("runs/reproduce"), args.iwae_k,
+                                                ",".join(str(r["seed"]) for r in ok) or None)),
         })  # fmt: skip
     return {"rows": table, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -182,7 +195,7 @@ def markdown(summary: dict, notes: str) -> str:
             ev = f"{statistics.mean(r['eval_seconds']):.0f}" if r["eval_seconds"] else ""
             paper = "" if r["paper"] is None else f"{r['paper']:g}"
             errors = f" ({len(r['errors'])} failed)" if r["errors"] else ""
-            units = _stat([float(a) for a in r["active_units"]])
+            units = _stat([float(a) for a in r["active_units"]], digits=0 if len(r["active_units"]) == 1 else 1)
             iwae = f"{_stat(r['iwae'])} ({r['iwae_k']})"
             cells = (r["data"], name, f"{len(r['seeds'])}{errors}", f"{r['epochs']:g}", _stat(r["elbo"]),
                      iwae, _stat(r["kl"]), units, train, ev, paper, r["target"])  # fmt: skip
@@ -192,7 +205,7 @@ def markdown(summary: dict, notes: str) -> str:
             f"test steps, fingerprint {r['fingerprint']}" for r in rows if r["fingerprint"]})), ""]  # fmt: skip
         lines += ["Commands (one per row; `--seeds` lists the seeds in the row):", "", "```sh"]
         lines += [r["command"] for r in rows] + ["```", ""]
-    if (ROOT / "docs" / "reproduction_curves.png").exists():
+    if summary.get("curves"):
         lines += ["![validation NLL by epoch](reproduction_curves.png)", ""]
     return "\n".join(lines)
 
@@ -236,10 +249,11 @@ def write_report(jobs: list[Job], args, notes: str) -> None:
 
 
 def _write_report(jobs: list[Job], args, notes: str) -> None:
-    docs = ROOT / "docs"
-    docs.mkdir(exist_ok=True)
+    docs = args.docs
+    docs.mkdir(parents=True, exist_ok=True)
     summary = summarise(jobs, args)
-    plot(jobs, args, docs / "reproduction_curves.png")
+    plot(known_jobs(jobs, args.out), args, docs / "reproduction_curves.png")
+    summary["curves"] = (docs / "reproduction_curves.png").exists()
     (docs / "reproduction.json").write_text(json.dumps(summary, indent=1) + "\n")
     (docs / "reproduction.md").write_text(markdown(summary, notes))
 
@@ -251,24 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--files", type=lambda s: s.split(","), default=list(FILES))
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--seed-models", type=lambda s: s.split(","), metavar="M,M",
+                        help="run the seeds after the first only for these models (default: all)")
     parser.add_argument("--epochs", type=float, default=50, help="epochs per run (SRNN's default budget)")
     parser.add_argument("--epochs-for", nargs="*", default=[], metavar="MODEL=EPOCHS")
     parser.add_argument("--iwae-k", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--sweep", action="store_true", help="also run the Z-Forcing sweep (seed 0)")
     parser.add_argument("--sweep-epochs", type=float, help="epochs per sweep run (default: --epochs)")
-    parser.add_argument("--notes", type=Path, help="a markdown file placed at the top of the report")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where the report goes")
+    parser.add_argument("--notes", type=Path, default=ROOT / "benchmarks" / "reproduction_notes.md",
+                        help="markdown placed at the top of the report (if the file exists)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     jobs = plan(args)
-    notes = args.notes.read_text() if args.notes else ""
+    notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
     if not args.report_only:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for _ in pool.map(lambda job: (run(job, args), write_report(jobs, args, notes)), jobs):
                 pass
     write_report(jobs, args, notes)
-    print(f"wrote {ROOT / 'docs' / 'reproduction.md'}")
+    print(f"wrote {args.docs / 'reproduction.md'}")
     return 0
 
 

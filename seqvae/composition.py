@@ -76,10 +76,16 @@ class TrainConfig:
     percent faster at small sizes after seconds of compiling, slower at large ones."""
 
     def validate(self) -> str | None:
-        if self.batch_size < 1:
-            return "batch_size: expected a positive int"
-        if self.lr <= 0:
-            return "lr: expected a positive float"
+        positive = {"batch_size": self.batch_size, "lr": self.lr, "adam_eps": self.adam_eps,
+                    "log_every": self.log_every}  # fmt: skip
+        for key, value in positive.items():
+            if not value > 0 or value != value or value == float("inf"):
+                return f"{key}: expected a positive finite number, got {value}"
+        at_least_zero = {"clip": self.clip, "eval_every": self.eval_every, "val_iwae_k": self.val_iwae_k,
+                         "bucket": self.bucket}  # fmt: skip
+        for key, value in at_least_zero.items():
+            if not value >= 0 or value == float("inf"):
+                return f"{key}: expected a finite number >= 0 (0: off), got {value}"
         return None
 
 

@@ -66,3 +66,13 @@ def test_training_follows_the_epoch_schedules_and_validates_by_epoch(tmp_path):
     val = [json.loads(line) for line in (tmp_path / "run" / "val_log.jsonl").read_text().splitlines()]
     assert [v["step"] for v in val] == [per_epoch * k for k in (1, 2, 3, 4)]
     assert all(v["epoch"] == k for v, k in zip(val, (1, 2, 3, 4), strict=True))
+
+
+@pytest.mark.parametrize(
+    "item", ["train.log_every=0", "train.eval_every=-1", "train.lr=0", "train.adam_eps=-1e-8",
+             "train.clip=-1", "train.batch_size=0", "train.val_iwae_k=-2", "train.bucket=-1", "train.lr=.inf"],
+)  # fmt: skip
+def test_train_options_that_make_no_sense_are_refused_with_the_yaml_path(item):
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError, match=key.split(".")[1]):
+        load_composition("zforcing", [*TINY, item])
