@@ -9,9 +9,12 @@ runs again on the same ``--out``; unfinished ones resume from their last checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,10 @@ class BenchPlan:
     device: str = "cpu"
     overrides: tuple[str, ...] = ()
     progress: bool | None = None
+    """tqdm bars while training (None: on a terminal)."""
+    lines: bool | None = None
+    """One line on stdout as each run starts and ends (None: when stdout is not a terminal,
+    where the bars are off, so that a log still shows how far the bench got)."""
 
 
 def run_name(model: str, dataset: str, seed: int) -> str:
@@ -57,17 +64,25 @@ def composition_for(plan: BenchPlan, model: str) -> Composition:
 __all__ = ["BenchPlan", "composition_for", "preset_overrides", "run_bench", "run_one"]
 
 
-def run_one(plan: BenchPlan, model: str, seed: int) -> dict[str, Any]:
-    """Train and evaluate one model and seed; exceptions propagate to the caller."""
+def _silent(text: str) -> None:
+    pass
+
+
+def run_one(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] = _silent) -> dict[str, Any]:
+    """Train and evaluate one model and seed; exceptions propagate to the caller. ``say``
+    hears what the run does before it starts (kept from an earlier run, resumed, trained)."""
     name = run_name(model, plan.dataset_name, seed)
     run_dir = plan.out / "runs" / name
     comp = composition_for(plan, model)
     done = run_dir / RESULT_FILE
     if done.exists():
         previous = json.loads(done.read_text())
-        same_data = previous["row"].get("data") == plan.dataset.fingerprint
-        if previous.get("composition") == comp.to_dict() and same_data and previous["row"].get("error") is None:
+        # a finished run is reused only when everything that defines its row is the same
+        if previous.get("identity") == run_identity(plan, comp) and previous["row"].get("error") is None:
+            say(f"finished by an earlier run ({done})")
             return previous["row"]
+    resumed = (run_dir / "checkpoints" / "last.pt").exists()
+    say(f"{'resuming' if resumed else 'training'} on {plan.dataset_name}, {budget_text(plan.budget)}")
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(plan.out / "tensorboard" / name))
@@ -84,8 +99,14 @@ def run_one(plan: BenchPlan, model: str, seed: int) -> dict[str, Any]:
         write_tensorboard_summary(writer, plan, comp, model_, row, result.step)
     finally:
         writer.close()
-    atomic_write_text(done, json.dumps({"composition": comp.to_dict(), "row": row}, indent=1))
+    atomic_write_text(done, json.dumps({"identity": run_identity(plan, comp), "row": row}, indent=1))
     return row
+
+
+def run_identity(plan: BenchPlan, comp: Composition) -> dict[str, Any]:
+    """What defines a run's row: the resolved composition, the data, the budget, the evaluation."""
+    return {"composition": comp.to_dict(), "data": plan.dataset.fingerprint,
+            "budget": dataclasses.asdict(plan.budget), "iwae_k": plan.iwae_k}  # fmt: skip
 
 
 def make_row(
@@ -136,20 +157,51 @@ def error_row(plan: BenchPlan, model: str, seed: int, error: BaseException) -> d
     return row
 
 
+def _announcer(tag: str) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        print(f"{tag}: {text}", flush=True)  # flushed: stdout is block-buffered in a file or pipe
+
+    return say
+
+
+def budget_text(budget: Budget) -> str:
+    """The budget as the command line gave it, e.g. "up to 300 steps"."""
+    limits = []
+    if budget.max_steps is not None:
+        limits.append(f"{budget.max_steps} steps")
+    if budget.epochs is not None:
+        limits.append(f"{budget.epochs:g} epochs")
+    if budget.minutes is not None:
+        limits.append(f"{budget.minutes:g} minutes")
+    return "up to " + " or ".join(limits)
+
+
+def outcome_text(row: dict[str, Any]) -> str:
+    """How a run ended, from its row: steps, seconds and the test bounds in the data's unit."""
+    if row["error"]:
+        return f"failed: {row['error']}"
+    iwae = f", IWAE (K={row['iwae_k']}) {row['iwae']:.4g}" if row["iwae"] is not None else ""
+    return (f"{row['steps']} steps in {row['train_seconds']:.1f} s (test {row['eval_seconds']:.1f} s), "
+            f"test ELBO {row['elbo']:.4g} {row['unit']}{iwae}")  # fmt: skip
+
+
 def run_bench(plan: BenchPlan) -> list[dict[str, Any]]:
     """All runs of the plan; returns the rows (errors included) and writes the result files."""
+    runs = [(model, seed) for model in plan.models for seed in plan.seeds]
+    lines = plan.lines if plan.lines is not None else not sys.stdout.isatty()
     rows = []
-    for model in plan.models:
-        for seed in plan.seeds:
-            try:
-                row = run_one(plan, model, seed)
-            except KeyboardInterrupt:
-                raise
-            except BaseException as error:  # noqa: BLE001 -- recorded in the row, others go on
-                log = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / "error.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.write_text(traceback.format_exc())
-                row = error_row(plan, model, seed, error)
-            rows.append(row)
-            write_results(plan.out, rows)
+    for number, (model, seed) in enumerate(runs, 1):
+        say = _announcer(f"bench {number}/{len(runs)} {Path(model).stem} seed {seed}") if lines else _silent
+        try:
+            row = run_one(plan, model, seed, say)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 -- recorded in the row, others go on
+            log = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / "error.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(traceback.format_exc())
+            row = error_row(plan, model, seed, error)
+        say(outcome_text(row))
+        rows.append(row)
+        write_results(plan.out, rows)
     return rows

@@ -98,6 +98,17 @@ def test_bench_again_skips_finished_runs_and_resumes_unfinished_ones(toy_npz, tm
     assert json.loads((out / "results.json").read_text())[0]["steps"] == 15
 
 
+@pytest.mark.slow
+def test_a_rerun_with_another_budget_or_evaluation_is_never_the_stale_row(toy_npz, tmp_path):
+    out = tmp_path / "bench"
+    assert _bench(toy_npz, out, "zforcing-noaux") == 0
+    assert _bench(toy_npz, out, "zforcing-noaux", "--max-steps", "15") == 0  # resumed to the new budget
+    row = json.loads((out / "results.json").read_text())[0]
+    assert row["steps"] == 15 and row["iwae_k"] == 4
+    assert _bench(toy_npz, out, "zforcing-noaux", "--max-steps", "15", "--iwae-k", "2") == 0
+    assert json.loads((out / "results.json").read_text())[0]["iwae_k"] == 2
+
+
 def test_eval_prints_the_metrics_of_one_checkpoint_as_json(toy_npz, tmp_path, capsys):
     out = tmp_path / "run"
     train_args = ["train", "--model", "zforcing", "--dataset", "npz", "--data", str(toy_npz), "--out", str(out),
