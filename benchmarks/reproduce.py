@@ -52,6 +52,11 @@ SWEEP = {  # Z-Forcing variants looking for an aux cost that helps (on top of th
     "aux 0 -> 0.01 over 50 epochs, KL over 40": [
         "model.aux.reconstruction.weight={start: 0.0, end: 0.01, step: 0.0002, per: epoch}",
         "objective.kl_weight={start: 0.2, end: 1.0, step: 0.02, per: epoch}"],
+    "aux l2 0.01 from z (z_force)": [
+        "model.aux.reconstruction.cost=l2", "model.aux.reconstruction.z_force=true",
+        "model.aux.reconstruction.weight=0.01"],
+    "aux 0.01 from z + bwd LM 1.0": [
+        "model.aux.reconstruction.z_force=true", "model.aux.reconstruction.weight=0.01", "model.aux.bwd.weight=1.0"],
 }
 
 
