@@ -48,7 +48,6 @@ SWEEP = {  # Z-Forcing variants looking for an aux cost that helps (on top of th
     # whose own zforcing row is "aux 0.001 from [h, z], authors' gradient")
     "aux 0.01 from z (z_force)": ["model.aux.reconstruction.z_force=true", "model.aux.reconstruction.weight=0.01"],
     "aux 0.001, local gradient": ["model.aux.reconstruction.gradient=local"],
-    "aux 0.001 + bwd LM 1.0": ["model.aux.bwd.weight=1.0"],
     "aux 0 -> 0.01 over 50 epochs, KL over 40": [
         "model.aux.reconstruction.weight={start: 0.0, end: 0.01, step: 0.0002, per: epoch}",
         "objective.kl_weight={start: 0.2, end: 1.0, step: 0.02, per: epoch}"],
@@ -89,9 +88,9 @@ def plan(args) -> list[Job]:
                 for file in args.files for model in models]  # fmt: skip
 
     jobs = main_runs(args.seeds[0], args.models)
-    if args.sweep:
-        for file in sorted(args.files, reverse=True):  # the SRNN npz first: the issue's data
-            for i, (name, sets) in enumerate(SWEEP.items()):
+    if args.sweep:  # each variant on both files before the next variant
+        for i, (name, sets) in enumerate(SWEEP.items()):
+            for file in sorted(args.files, reverse=True):
                 jobs.append(Job(f"{file}/sweep{i}", file, "zforcing", args.seeds[0],
                                 args.sweep_epochs or args.epochs, sets, name))  # fmt: skip
     for seed in args.seeds[1:]:
