@@ -186,15 +186,15 @@ def markdown(summary: dict, notes: str) -> str:
              "the IWAE bound, of the checkpoint with the best validation ELBO. Every run used one CPU "
              "thread, two runs at a time on a 2-core machine; seconds are wall time of training and "
              "of the test evaluation.", "", notes, ""]  # fmt: skip
-    for variant_rows, title in ((False, "Models, `--preset paper`"), (True, "Z-Forcing sweep")):
+    for variant_rows, title in ((False, "Models, `--preset paper`"), (True, "Variants (the sweep)")):
         rows = [r for r in summary["rows"] if (r["variant"] is not None) == variant_rows]
         if not rows:
             continue
         header = ("data", "model", "seeds", "epochs", "ELBO", "IWAE (K)", "KL / step", "active units",
                   "train s", "eval s", "published", "target")  # fmt: skip
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for r in sorted(rows, key=lambda r: (r["file"], r["variant"] or "", MODELS.index(r["model"]))):
-            name = r["model"] if r["variant"] is None else f"zforcing: {r['variant']}"
+        for r in sorted(rows, key=lambda r: (r["file"], MODELS.index(r["model"]), r["variant"] or "")):
+            name = r["model"] if r["variant"] is None else f"{r['model']}: {r['variant']}"
             train = f"{statistics.mean(r['train_seconds']):.0f}" if r["train_seconds"] else ""
             ev = f"{statistics.mean(r['eval_seconds']):.0f}" if r["eval_seconds"] else ""
             paper = "" if r["paper"] is None else f"{r['paper']:g}"

@@ -27,7 +27,7 @@ from seqvae.data import Dataset
 from seqvae.evaluate import Evaluation, evaluate
 from seqvae.model import SequenceModel
 from seqvae.resolve import paper_number, preset_overrides, resolve_composition
-from seqvae.results import FIELDS, write_results
+from seqvae.results import FIELDS, checked, dumps, write_results
 from seqvae.samples import write_samples
 from seqvae.train import Budget, train
 
@@ -85,7 +85,10 @@ def run_one(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] =
     say(f"{'resuming' if resumed else 'training'} on {plan.dataset_name}, {budget_text(plan.budget)}")
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(plan.out / "tensorboard" / name))
+    from seqvae.train import resume_step
+
+    # a resumed run writes the steps after its checkpoint again: TensorBoard hides the old ones
+    writer = SummaryWriter(str(plan.out / "tensorboard" / name), purge_step=resume_step(run_dir))
     try:
         result = train(comp, plan.dataset, run_dir, seed=seed, device=plan.device, progress=plan.progress,
                        budget=plan.budget, writer=writer)  # fmt: skip
@@ -99,7 +102,7 @@ def run_one(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] =
         write_tensorboard_summary(writer, plan, comp, model_, row, result.step)
     finally:
         writer.close()
-    atomic_write_text(done, json.dumps({"identity": run_identity(plan, comp), "row": row}, indent=1))
+    atomic_write_text(done, dumps({"identity": run_identity(plan, comp), "row": row}, indent=1))
     return row
 
 
@@ -123,7 +126,7 @@ def make_row(
         paper=paper_number(published_numbers(), plan.dataset_name, plan.dataset, model),
         error=None,
     )  # fmt: skip
-    return row
+    return checked(row, "test evaluation")  # a NaN bound is the run's error, never a number
 
 
 def data_fields(dataset: Dataset) -> dict[str, Any]:
@@ -164,16 +167,15 @@ def _announcer(tag: str) -> Callable[[str], None]:
     return say
 
 
+def _count(number: float, unit: str) -> str:
+    text = f"{number:g}" if isinstance(number, float) else str(number)  # 2.5 epochs, 1000000 steps
+    return f"{text} {unit}" if number == 1 else f"{text} {unit}s"
+
+
 def budget_text(budget: Budget) -> str:
     """The budget as the command line gave it, e.g. "up to 300 steps"."""
-    limits = []
-    if budget.max_steps is not None:
-        limits.append(f"{budget.max_steps} steps")
-    if budget.epochs is not None:
-        limits.append(f"{budget.epochs:g} epochs")
-    if budget.minutes is not None:
-        limits.append(f"{budget.minutes:g} minutes")
-    return "up to " + " or ".join(limits)
+    limits = (("step", budget.max_steps), ("epoch", budget.epochs), ("minute", budget.minutes))
+    return "up to " + " or ".join(_count(value, unit) for unit, value in limits if value is not None)
 
 
 def outcome_text(row: dict[str, Any]) -> str:
@@ -181,7 +183,7 @@ def outcome_text(row: dict[str, Any]) -> str:
     if row["error"]:
         return f"failed: {row['error']}"
     iwae = f", IWAE (K={row['iwae_k']}) {row['iwae']:.4g}" if row["iwae"] is not None else ""
-    return (f"{row['steps']} steps in {row['train_seconds']:.1f} s (test {row['eval_seconds']:.1f} s), "
+    return (f"{_count(row['steps'], 'step')} in {row['train_seconds']:.1f} s (test {row['eval_seconds']:.1f} s), "
             f"test ELBO {row['elbo']:.4g} {row['unit']}{iwae}")  # fmt: skip
 
 

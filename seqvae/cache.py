@@ -9,6 +9,20 @@ gives a new key, so a stale cache is never used.
 An entry is built in a temporary folder and renamed into place after its ``meta.json`` (the
 completion marker) is written and every file is synced: a process killed half-way leaves only
 a ``.partial`` folder, which is never read and is removed by a later run.
+
+A complete entry is never changed or removed, so reading one needs no lock. Preparing one does:
+each entry has a lock file (``.locks/`` under the cache root), and only its holder builds the
+entry, removes what a killed preparation left, or replaces an incomplete folder. A second
+process preparing the same entry waits for the first (saying so every half minute, for at most
+``$SEQVAE_CACHE_WAIT`` seconds) and then uses its entry.
+
+The lock is ``fcntl.flock``: the kernel releases it when its holder dies, however it dies
+(SIGKILL included), so a crashed preparation never blocks the next one and no pid has to be
+guessed alive or dead (pids mean nothing across containers sharing a cache); it belongs to an
+open file, so two threads of one process exclude each other too, which ``fcntl.lockf`` locks
+(per process) would not. Lock files are never deleted: a process that opened one just before
+the unlink would lock the deleted file while a third created and locked a new one, and both
+would build.
 """
 
 from __future__ import annotations
@@ -17,19 +31,31 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from seqvae.errors import UserError
 
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range lock, also released when its process dies
+    fcntl = None
+    import msvcrt
+
 CACHE_ENV = "SEQVAE_CACHE"
 META = "meta.json"
-STALE_SECONDS = 24 * 3600
-"""A partial folder whose process cannot be checked is removed after this long."""
+WAIT_ENV = "SEQVAE_CACHE_WAIT"
+WAIT_SECONDS = 6 * 3600.0
+"""How long a process waits for another to prepare the same entry (a large corpus takes hours)."""
+REPORT_SECONDS = 30.0
+POLL_SECONDS = 0.2
+"""flock has no timeout, so the waiter polls; next to a preparation this costs nothing."""
 
 
 def cache_root() -> Path:
@@ -66,7 +92,7 @@ def cached(
 
     When there is none, ``build(folder)`` writes its files into an empty temporary folder and
     returns a JSON-able dict of what a reader needs (shapes, statistics); the folder then
-    becomes the entry.
+    becomes the entry. While another process prepares the same entry, this one waits for it.
     """
     parent = cache_root() / dataset
     digest = key_digest(key)
@@ -80,9 +106,21 @@ def cached(
         raise UserError(
             f"cannot create the data cache {parent} ({error}); set ${CACHE_ENV}"
         ) from error
+    with entry_lock(dataset, digest, f"the {dataset} data cache entry {final}"):
+        info = read_entry(final, key)  # the process we waited for may have prepared it
+        if info is None:
+            _remove(parent.glob(f".{digest}.partial-*"))  # under the lock: left by killed runs
+            if final.exists():  # not a complete entry (written by hand, or by an older seqvae)
+                aside = parent / f".{digest}.partial-incomplete-{uuid.uuid4().hex[:8]}"
+                os.rename(final, aside)  # out of the way at once, then removed
+                _remove([aside])
+            info = _build(parent, digest, final, key, build)
     remove_stale_partials(parent)
-    if final.exists():  # not a complete entry (written by hand, or by an older seqvae)
-        shutil.rmtree(final, ignore_errors=True)
+    return final, info
+
+
+def _build(parent: Path, digest: str, final: Path, key: dict[str, Any],
+           build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     tmp = parent / f".{digest}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -94,62 +132,151 @@ def cached(
             json.dump(meta, handle, indent=1, default=str)
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if read_entry(final, key) is None:  # not another process finishing first
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            info = read_entry(final, key)
+        os.rename(tmp, final)
+        _fsync_folder(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final, info
+    return read_entry(final, key) or info
 
 
 def read_entry(folder: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The info of a complete entry written for ``key``, else None."""
     try:
         meta = json.loads((folder / META).read_text())
-    except (OSError, ValueError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    except OSError as error:  # unreadable is not incomplete: never rebuild (and remove) it
+        raise UserError(f"{folder / META}: cannot read the data cache entry ({error}); set ${CACHE_ENV}") from error
+    if not isinstance(meta, dict) or meta.get("complete") is not True:
         return None
     same_key = json.dumps(meta.get("key"), sort_keys=True, default=str) == json.dumps(
         key, sort_keys=True, default=str
     )
-    if meta.get("complete") is not True or not same_key:
-        return None
-    return meta.get("info")
+    return meta.get("info") if same_key else None
+
+
+def lock_path(dataset: str, digest: str) -> Path:
+    # beside the entries, not among them: a data set's folder holds only entries and partials
+    return cache_root() / ".locks" / f"{dataset}-{digest}.lock"
+
+
+@contextmanager
+def entry_lock(dataset: str, digest: str, what: str, wait: float | None = None) -> Iterator[None]:
+    """Hold the lock of one entry, waiting up to ``wait`` seconds (default ``$SEQVAE_CACHE_WAIT``)
+    for another process that holds it; ``what`` names the entry in the messages."""
+    path = lock_path(dataset, digest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        if not _try_lock(handle, path):
+            _wait(handle, path, what, _wait_seconds() if wait is None else wait)
+        try:
+            handle.truncate(0)  # who holds it, for the message of the next process
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.truncate(0)
+            _unlock(handle)
+
+
+def _wait(handle: IO[str], path: Path, what: str, wait: float) -> None:
+    start = last = time.monotonic()
+    holder = _holder(path)
+    print(f"seqvae: waiting for another process ({holder}) to prepare {what}; at most {wait:.0f} s "
+          f"(${WAIT_ENV})", file=sys.stderr, flush=True)  # fmt: skip
+    while not _try_lock(handle, path):
+        now = time.monotonic()
+        if now - start >= wait:
+            raise UserError(
+                f"{what}: another process ({_holder(path)}) has been preparing it for over {wait:.0f} s; "
+                f"let it finish and run again, or set ${WAIT_ENV} to wait longer (seconds)"
+            )
+        if now - last >= REPORT_SECONDS:
+            print(f"seqvae: still waiting for {what} ({now - start:.0f} s)", file=sys.stderr, flush=True)
+            last = now
+        time.sleep(POLL_SECONDS)
+
+
+def _holder(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "unknown pid"
+    except OSError:
+        return "unknown pid"
+
+
+def _wait_seconds() -> float:
+    text = os.environ.get(WAIT_ENV, "").strip()
+    if not text:
+        return WAIT_SECONDS
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise UserError(f"${WAIT_ENV}: expected a number of seconds, got {text!r}") from None
+
+
+def _try_lock(handle: IO[str], path: Path) -> bool:
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as error:
+        if fcntl is None:  # msvcrt says "locked" with EACCES or EDEADLOCK
+            return False
+        raise UserError(f"cannot lock {path} ({error}); set ${CACHE_ENV} to a folder on a local disk") from error
+
+
+def _unlock(handle: IO[str]) -> None:
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    else:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 
 def remove_stale_partials(parent: Path) -> None:
-    """Remove ``.partial`` folders whose process is gone (killed runs)."""
-    for path in parent.glob(".*.partial-*"):
+    """Remove ``.partial`` folders of entries nobody is preparing (their lock is free): what
+    killed runs left. A partial whose entry is locked is another process's work in progress."""
+    digests = {path.name[1:].split(".partial-")[0] for path in parent.glob(".*.partial-*")}
+    for digest in digests:
+        path = lock_path(parent.name, digest)
         try:
-            pid = int(path.name.split(".partial-")[1].split("-")[0])
-        except (IndexError, ValueError):
-            pid = None
-        if pid == os.getpid():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a+") as handle:
+                if _try_lock(handle, path):
+                    try:
+                        _remove(parent.glob(f".{digest}.partial-*"))
+                    finally:
+                        _unlock(handle)
+        except (OSError, UserError):  # cleaning up is a courtesy, never a reason to fail
             continue
-        if pid is not None and _alive(pid):
-            try:
-                if time.time() - path.stat().st_mtime < STALE_SECONDS:
-                    continue
-            except OSError:
-                continue
-        shutil.rmtree(path, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
+def _remove(paths: Iterable[Path]) -> None:
+    for path in list(paths):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:
     if path.is_file():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; Windows cannot open folders)."""
+    if fcntl is None:
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

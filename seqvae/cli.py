@@ -17,13 +17,20 @@ DATA_ENV = "SEQVAE_DATA"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from seqvae.cli_support import UsageError, plugin_options
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        print(f"seqvae: error: {error}", file=sys.stderr)
+        return 2
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
     try:
-        return int(args.run(args) or 0)
+        with plugin_options(args):
+            return int(args.run(args) or 0)
     except UserError as error:
         if args.debug:
             traceback.print_exc()
@@ -40,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser = argparse.ArgumentParser(prog="seqvae", description=__doc__, parents=[common])
+    from seqvae.cli_support import Parser, cmd_plugins, global_options
+
+    common = Parser(add_help=False)
+    global_options(common, top=False)
+    parser = Parser(prog="seqvae", description=__doc__)
+    global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("models", parents=[common], help="list the built-in compositions")
@@ -50,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("components", parents=[common], help="list registered components by slot")
     p.set_defaults(run=cmd_components)
+
+    p = sub.add_parser("plugins", parents=[common], help="list the plugins: what each registers, and those that failed")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p.set_defaults(run=cmd_plugins)
 
     p = sub.add_parser("train", parents=[common], help="train one composition")
     p.add_argument("--model", required=True, help="built-in composition name or a YAML file")
@@ -131,8 +145,8 @@ def cmd_components(args) -> int:
         for entry in registry.entries(kind):
             doc = (entry.cls.__doc__ or "").strip().splitlines()
             print(f"  {entry.name:<24} {entry.provider:<24} {doc[0] if doc else ''}")
-    for name in registry.failed:
-        print(f"plugin {name!r} failed to load (see the warning above)", file=sys.stderr)
+    for name, error in registry.failed.items():
+        print(f"plugin {name!r} failed to load and is skipped: {error} (see seqvae plugins)", file=sys.stderr)
     return 0
 
 
@@ -325,11 +339,11 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import json
     import time
 
     from seqvae.checkpoint import load_checkpoint, model_from_checkpoint
     from seqvae.evaluate import evaluate
+    from seqvae.results import checked, dumps
 
     if args.iwae_k < 0:
         raise UserError(f"--iwae-k: expected a non-negative number, got {args.iwae_k}")
@@ -340,17 +354,20 @@ def cmd_eval(args) -> int:
     dataset.check_model(x_dim=model.x_dim)
     started = time.perf_counter()
     ev = evaluate(model.to(device), comp, dataset.split(args.split), device=device, iwae_k=args.iwae_k)
-    result = {
+    result = checked({
         "checkpoint": str(path), "dataset": args.dataset, "split": args.split,
         **ev.report(dataset.unit),
         "sequences": int(ev.sequences), "steps": int(ev.steps),
-        "eval_seconds": round(time.perf_counter() - started, 2),
-    }  # fmt: skip
+        "eval_seconds": round(time.perf_counter() - started, 2), "error": None,
+    })  # fmt: skip
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))  # strict JSON: a NaN bound is null, and the error says so
     else:
         for key, value in result.items():
             print(f"{key:>13}: {value}")
+    if result["error"]:
+        print(f"seqvae: {path}: {result['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from seqvae.errors import ConfigError, UserError
 from seqvae.model import SequenceModel
-from seqvae.options import parse, to_plain
+from seqvae.options import parse, show_key, show_value, to_plain
 from seqvae.registry import Registry, default_registry
 from seqvae.schedules import Decay, Per, Schedule
 from seqvae.slots import BuildContext
@@ -49,6 +49,9 @@ class ObjectiveConfig:
     kl_weight: Schedule = field(default_factory=lambda: Schedule(1.0))
     free_bits: float = 0.0
     """Minimum KL in nats per step and latent dimension (0: off)."""
+
+    def validate(self) -> str | None:
+        return None if self.free_bits >= 0 else f"free_bits: expected a number >= 0 (0: off), got {self.free_bits}"
 
 
 @dataclass
@@ -74,10 +77,13 @@ class TrainConfig:
     compile: bool = False
     """Run each step of the unroll through torch.compile (``SequenceModel.compile_step``): a few
     percent faster at small sizes after seconds of compiling, slower at large ones."""
+    max_consecutive_skips: int = 10
+    """An update whose loss or gradient norm is not finite is skipped (and counted); after this
+    many in a row the run stops (its weights no longer give a finite loss)."""
 
     def validate(self) -> str | None:
         positive = {"batch_size": self.batch_size, "lr": self.lr, "adam_eps": self.adam_eps,
-                    "log_every": self.log_every}  # fmt: skip
+                    "log_every": self.log_every, "max_consecutive_skips": self.max_consecutive_skips}  # fmt: skip
         for key, value in positive.items():
             if not value > 0 or value != value or value == float("inf"):
                 return f"{key}: expected a positive finite number, got {value}"
@@ -213,7 +219,7 @@ def _resolve(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict, str, 
     if base is None:
         return raw, source, name
     if not isinstance(base, str):
-        raise ConfigError("base", f"expected the name or file of a composition, got {base!r}", source)
+        raise ConfigError("base", f"expected the name or file of a composition, got {show_value(base)}", source)
     if base in seen:
         raise ConfigError("base", f"cycle in base compositions: {' -> '.join((*seen, base))}", source)
     base_raw, _, _ = _resolve(base, (*seen, name_or_path))
@@ -242,24 +248,31 @@ def _merge(base: Any, over: Any) -> Any:
     return out
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base`` as a ``base:`` composition is (``None`` deletes)."""
+    return _merge(base, over)
+
+
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
-    if not sep or not key:
-        raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. model.decoder.hidden=256")
-    value = loads(text, source=f"--set {key}")
+    parts = key.split(".")
+    if not sep or not all(parts):
+        raise UserError(f"--set {show_value(item)}: expected KEY=VALUE with a dotted KEY, e.g. model.prior.hidden=256")
+    shown = ".".join(map(show_key, parts))
+    value = loads(text, source=f"--set {shown}")
     if isinstance(value, str) and _NUMBER.match(value):
         value = float(value)
-    parts = key.split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise UserError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            where = ".".join(map(show_key, parts[: i + 1]))
+            raise UserError(f"--set {shown}: {where} is not a mapping (it holds {show_value(child)})")
         node = child
     if value is None:
         node.pop(parts[-1], None)
@@ -284,14 +297,14 @@ def validate(raw: dict, registry: Registry, source: str = "<composition>", name:
         if key not in TOP_KEYS:
             close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(str(key), f"unknown key{hint} (expected: {', '.join(TOP_KEYS)})", source)
+            raise ConfigError(show_key(key), f"unknown key{hint} (expected: {', '.join(TOP_KEYS)})", source)
     model = raw.get("model")
     if not isinstance(model, dict):
         raise ConfigError("model", "expected a mapping of slots (decoder, likelihood, ...)", source)
     for key in model:
         if key not in (*MODEL_SLOTS, "aux", "latent_dim"):
             raise ConfigError(
-                f"model.{key}", f"unknown slot (slots: {', '.join(MODEL_SLOTS)}, aux, latent_dim)", source
+                f"model.{show_key(key)}", f"unknown slot (slots: {', '.join(MODEL_SLOTS)}, aux, latent_dim)", source
             )
 
     slots: dict[str, SlotSpec] = {}
@@ -328,12 +341,17 @@ def validate(raw: dict, registry: Registry, source: str = "<composition>", name:
     aux_raw = model.get("aux") or {}
     if not isinstance(aux_raw, dict):
         raise ConfigError("model.aux", "expected a mapping from a name to {component: ..., options}", source)
-    aux = {key: _slot_spec(registry, "aux", spec, f"model.aux.{key}", source) for key, spec in aux_raw.items()}
+    for key in (k for k in aux_raw if not isinstance(k, str) or not k):
+        raise ConfigError(f"model.aux.{show_key(key)}", "expected a name for this objective (a string)", source)
+    aux = {key: _slot_spec(registry, "aux", spec, f"model.aux.{show_key(key)}", source)
+           for key, spec in aux_raw.items()}  # fmt: skip
 
     objective = parse(ObjectiveConfig, raw.get("objective"), "objective", source)
     train = parse(TrainConfig, raw.get("train"), "train", source)
     description = raw.get("description") or ""
-    return Composition(name, source, str(description), latent_dim, slots, aux, objective, train)
+    if not isinstance(description, str):
+        raise ConfigError("description", f"expected text, got {show_value(description)}", source)
+    return Composition(name, source, description, latent_dim, slots, aux, objective, train)
 
 
 def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str) -> SlotSpec:
@@ -345,7 +363,7 @@ def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str)
     if kind == "aux":
         weight = parse(_Weight, {"weight": spec.pop("weight", 1.0)}, path, source).weight
     if not isinstance(component, str):
-        raise ConfigError(f"{path}.component", f"expected a component name, got {component!r}", source)
+        raise ConfigError(f"{path}.component", f"expected a component name, got {show_value(component)}", source)
     try:
         entry = registry.get(kind, component)
     except UserError as error:

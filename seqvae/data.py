@@ -120,6 +120,7 @@ class Split:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         bucket: int = 0,
+        skip: int = 0,
     ) -> Iterator[Batch]:
         """Batches of ``batch_size`` rows, in order or shuffled.
 
@@ -127,6 +128,9 @@ class Split:
         batches, sorted by length within each pool, and the batches are visited in random
         order. Sequences of similar length then share a batch, so little time goes into
         padding, while every epoch still sees every row once.
+
+        ``skip``: the first ``skip`` batches of the order are passed over without being read (a
+        run resumed in the middle of an epoch draws the epoch's order again and skips its start).
         """
         order = (
             torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
@@ -141,7 +145,7 @@ class Split:
                 chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
                 groups += list(chunk.split(batch_size))
             groups = [groups[i] for i in torch.randperm(len(groups), generator=generator)]
-        for idx in groups:
+        for idx in groups[skip:]:
             yield self.batch(idx)
 
 

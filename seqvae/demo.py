@@ -19,10 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo")
     args, extra = parser.parse_known_args(argv)
-    return cli_main([
-        "bench", "--models", ",".join(demo["models"]), "--dataset", demo["dataset"],
-        *map(str, demo.get("args", [])), "--out", args.out, *extra,
-    ])  # fmt: skip
+    command = ["bench", "--models", ",".join(demo["models"]), "--dataset", demo["dataset"],
+               *map(str, demo.get("args", [])), "--out", args.out, *extra]  # fmt: skip
+    # Said first because preparing the data set (once, under a minute) shows its progress bar
+    # only on a terminal: a log then says what is running before the first run starts.
+    print(f"seqvae demo: seqvae {' '.join(command)}", flush=True)
+    print(f"seqvae demo: reading {demo['dataset']} (prepared into the data cache the first time: under a minute)",
+          flush=True)  # fmt: skip
+    return cli_main(command)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ class Evaluation:
 
     def report(self, unit: str) -> dict[str, float | int | None]:
         """The bounds in a data set's ``unit``; KL, reconstruction and aux costs in nats per
-        sequence (per image) or per step (music, text)."""
+        sequence (per image) or per step (music, text). A non-finite value is kept as it is:
+        :func:`seqvae.results.checked` makes it the error of a result row."""
         per = self.sequences if unit in ("nats per sequence", "nats per image") else self.steps
         per = max(per, 1.0)
         iwae = self.sums.get("iwae")

@@ -54,7 +54,7 @@ def compute_terms(
     aux = {}
     for key, term in model.aux.items():
         schedule = comp.aux[key].weight
-        weight = schedule.at(update)
+        weight = schedule.at(update) if training else None  # evaluation reports, never weighs
         if schedule.off or (training and weight == 0.0):
             continue  # a switched-off objective costs nothing and is not reported
         aux[key] = (term(trace) * mask).sum(0)

@@ -26,7 +26,9 @@ from typing import Any
 from seqvae.composition import (
     Composition,
     apply_overrides,
+    builtin_compositions,
     builtin_presets,
+    deep_merge,
     raw_composition,
     registry_file,
     validate,
@@ -34,6 +36,7 @@ from seqvae.composition import (
 from seqvae.data import Dataset
 from seqvae.errors import UserError
 from seqvae.registry import Registry, default_registry
+from seqvae.yamlio import load_yaml
 
 
 def preset_overrides(preset: str | None, dataset_name: str, model: str) -> list[str]:
@@ -55,7 +58,9 @@ def preset_overrides(preset: str | None, dataset_name: str, model: str) -> list[
                 f"{', '.join(k for k, v in presets.items() if isinstance(v, dict))})"
             )
         return []
-    stem = Path(model).stem
+    # per-model settings belong to the built-in compositions: a user's file named like one is
+    # not that composition
+    stem = model if model in builtin_compositions() else None
     parts = [entry]
     datasets = entry.get("datasets")
     if datasets is not None:
@@ -68,7 +73,7 @@ def preset_overrides(preset: str | None, dataset_name: str, model: str) -> list[
     out: list[str] = []
     for part in parts:
         out += list(part.get("all") or [])
-        out += list((part.get("models") or {}).get(stem) or [])
+        out += list((part.get("models") or {}).get(stem) or []) if stem else []
     return out
 
 
@@ -80,11 +85,19 @@ def resolve_composition(
     overrides: list[str] | tuple[str, ...] = (),
     registry: Registry | None = None,
 ) -> Composition:
-    """The composition ``model`` for ``dataset``: preset, data requirements, then ``overrides``."""
+    """The composition ``model`` for ``dataset``: preset, data requirements, then ``overrides``.
+
+    A user's composition file wins over the preset for every key it sets itself (the preset
+    fills in what the file inherits from its ``base:``), and a likelihood it names itself is
+    the user's choice: refused with the fix if it cannot fit, never swapped.
+    """
     registry = registry or default_registry()
     dataset_name = dataset_name or dataset.name
     raw, source, name = raw_composition(model, preset_overrides(preset, dataset_name, model))
-    apply_overrides(raw, fit_likelihood(raw, dataset, registry))
+    own = own_keys(model)
+    raw = deep_merge(raw, own)
+    if _likelihood_spec(own) is None:  # not a likelihood of the user's own choosing
+        apply_overrides(raw, fit_likelihood(raw, dataset, registry))
     apply_overrides(raw, list(overrides))
     fill_likelihood_options(raw, dataset, registry)
     comp = validate(raw, registry, source=source, name=name)
@@ -92,10 +105,23 @@ def resolve_composition(
     return comp
 
 
+def own_keys(model: str) -> dict:
+    """What a user's composition file sets itself, and the user files it is based on (nothing
+    for a built-in name: the preset is written for those)."""
+    if model in builtin_compositions() or not Path(model).is_file():
+        return {}
+    own = load_yaml(Path(model))
+    if not isinstance(own, dict):
+        return {}  # validation names the problem
+    base = own.get("base")
+    inherited = own_keys(base) if isinstance(base, str) else {}
+    return deep_merge(inherited, {k: v for k, v in own.items() if k not in ("base", "description")})
+
+
 def fit_likelihood(raw: dict, dataset: Dataset, registry: Registry) -> list[str]:
     """The override that swaps a likelihood of the wrong support for the data set's own."""
-    spec = (raw.get("model") or {}).get("likelihood")
-    if not isinstance(spec, dict) or not isinstance(spec.get("component"), str):
+    spec = _likelihood_spec(raw)
+    if spec is None:
         return []  # validation names the problem
     entry = registry.find("likelihood", spec["component"])
     support = getattr(entry.cls, "support", None) if entry is not None else None
@@ -108,8 +134,8 @@ def fit_likelihood(raw: dict, dataset: Dataset, registry: Registry) -> list[str]
 def fill_likelihood_options(raw: dict, dataset: Dataset, registry: Registry) -> None:
     """Options of the likelihood that the data set determines (its number of ``classes``),
     set where neither the composition nor the user set them."""
-    spec = (raw.get("model") or {}).get("likelihood")
-    if not isinstance(spec, dict) or not isinstance(spec.get("component"), str):
+    spec = _likelihood_spec(raw)
+    if spec is None:
         return
     entry = registry.find("likelihood", spec["component"])
     if entry is None or not dataclasses.is_dataclass(entry.cls.Options):
@@ -119,6 +145,14 @@ def fill_likelihood_options(raw: dict, dataset: Dataset, registry: Registry) -> 
     for key, value in known.items():
         if value is not None and key in fields and key not in spec:
             spec[key] = value
+
+
+def _likelihood_spec(raw: dict) -> dict | None:
+    """The raw likelihood slot, if it is a mapping naming a component (the raw composition is
+    not validated yet: ``model`` may be anything a file holds)."""
+    model = raw.get("model")
+    spec = model.get("likelihood") if isinstance(model, dict) else None
+    return spec if isinstance(spec, dict) and isinstance(spec.get("component"), str) else None
 
 
 def check_fit(comp: Composition, dataset: Dataset, registry: Registry | None = None) -> None:

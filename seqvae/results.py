@@ -1,4 +1,8 @@
-"""Result tables: results.json (a list of rows), results.csv and results.md, written atomically."""
+"""Result tables: results.json (a list of rows), results.csv and results.md, written atomically.
+
+Result files are strict JSON (no ``NaN`` or ``Infinity``, which most JSON readers refuse): a
+non-finite number in a row is an error of that row, which names it, and the value is null.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,37 @@ FIELDS = (
 SUMMARISED = ("elbo", "iwae", "kl", "recon", "active_units")
 
 
+def checked(row: dict[str, Any], what: str = "evaluation") -> dict[str, Any]:
+    """``row`` with every non-finite number replaced by None and named in its ``error``
+    (``non-finite evaluation: elbo is nan, kl is inf``), after any error it already has."""
+    bad = {k: v for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)}
+    if not bad:
+        return row
+    problem = f"non-finite {what}: " + ", ".join(f"{k} is {v}" for k, v in bad.items())
+    error = row.get("error")
+    return {**row, **dict.fromkeys(bad), "error": f"{error}; {problem}" if error else problem}
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON: a non-finite float anywhere becomes null (rows go through :func:`checked`
+    first, so that their error says which value it was)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(rows, indent=1) + "\n")
+    rows = [checked(row) for row in rows]  # rows kept from an earlier run included
+    atomic_write_text(out / "results.json", dumps(rows, indent=1) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
     writer.writeheader()

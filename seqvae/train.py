@@ -3,7 +3,14 @@
 A run directory holds ``config.yaml`` (the resolved composition), ``train_log.jsonl``,
 ``checkpoints/last.pt`` (written at every validation and at the end) and ``checkpoints/best.pt``
 (the best validation ELBO so far). Started again on the same directory, a run resumes from
-``last.pt``.
+``last.pt`` exactly where it was taken (:mod:`seqvae.run_state`): killed at any moment and
+started again with the same command, it ends as if never interrupted, and the log lines written
+after that checkpoint are dropped, since the run writes them again. One process trains in a
+folder at a time (:mod:`seqvae.run_lock`).
+
+An update with a non-finite loss or gradient norm is skipped and counted (``skipped_steps`` in
+the log); ``train.max_consecutive_skips`` in a row stop the run. Checkpoints are written only
+from finite weights.
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from seqvae.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from seqvae.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from seqvae.composition import Composition, build_model
+from seqvae.composition import validate as validate_composition
 from seqvae.data import Dataset
 from seqvae.errors import UserError
 from seqvae.evaluate import Evaluation, evaluate
 from seqvae.model import SequenceModel
 from seqvae.objective import compute_terms, weights_at
+from seqvae.registry import default_registry
+from seqvae.run_lock import RunLock
+from seqvae.run_state import RunState, truncate_log
 from seqvae.schedules import progress as progress_at
 from seqvae.yamlio import dump_yaml
 
@@ -55,6 +66,10 @@ class Budget:
     def total(self, steps_per_epoch: int) -> int | None:
         limits = [s for s in (self.max_steps, self.epochs and math.ceil(self.epochs * steps_per_epoch)) if s]
         return min(limits) if limits else None
+
+
+class TrainingStopped(UserError):
+    """The run cannot go on: its updates keep giving non-finite losses or weights."""
 
 
 @dataclass
@@ -98,14 +113,28 @@ def train(
     """Train ``comp`` on the data set's train split until the budget is spent.
 
     ``writer`` is an optional TensorBoard ``SummaryWriter``; scalars go under ``train/`` and
-    ``val/``, and the KL per latent dimension as a histogram at each validation.
+    ``val/``, and the KL per latent dimension as a histogram at each validation. A writer of a
+    resumed run should be made with ``purge_step=resume_step(out_dir)``: the steps after the
+    checkpoint are written again.
     """
     budget = budget or Budget(max_steps=max_steps)
     budget.validate()
     out_dir = Path(out_dir)
-    train_split, valid_split = dataset.split("train"), dataset.split("valid")
-    if len(train_split) == 0:
+    if len(dataset.split("train")) == 0:
         raise UserError(f"{dataset.path}: the train split is empty")
+    with RunLock(out_dir):  # one process per run folder, until this one ends (or dies)
+        return _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume)
+
+
+def resume_step(out_dir: str | Path) -> int | None:
+    """The first update a run resumed in ``out_dir`` logs (its last checkpoint's step + 1), or
+    None when there is nothing to resume. For TensorBoard's ``purge_step``."""
+    last = Path(out_dir) / "checkpoints" / "last.pt"
+    return load_checkpoint(last)["step"] + 1 if last.exists() else None
+
+
+def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume) -> TrainResult:
+    train_split, valid_split = dataset.split("train"), dataset.split("valid")
     cfg = comp.train
     steps_per_epoch = max(1, math.ceil(len(train_split) / cfg.batch_size))
     eval_every = cfg.eval_every * (steps_per_epoch if cfg.eval_per == "epoch" else 1)
@@ -113,41 +142,46 @@ def train(
     model = build_model(comp, train_split.x_dim).to(device)
     model.compile_step = cfg.compile
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    shuffle = torch.Generator().manual_seed(seed)
+    state = RunState(model, optimizer, torch.Generator().manual_seed(seed))
     checkpoints = out_dir / "checkpoints"
     last_path, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
-    step, spent, best = 0, 0.0, {"elbo": -math.inf}
+    for folder in (out_dir, checkpoints):  # what a killed process was writing (we hold the lock)
+        remove_stale_temporaries(folder)
 
     config = comp.to_dict()
+    saved_step = None  # the step of this run's last.pt
     if resume and last_path.exists():
-        state = load_checkpoint(last_path, map_location=device)
-        if state.get("composition") != config:
+        saved = load_checkpoint(last_path, map_location=device)
+        if not _same_composition(saved["composition"], config):
             raise UserError(
                 f"{last_path}: this folder holds a run of a different composition; "
                 "use another --out or delete the folder"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, spent = state["step"], state.get("train_seconds", 0.0)
-        best = state.get("best_valid") or best
-        # RNG states are CPU byte tensors, whatever map_location moved the rest to
-        torch.set_rng_state(state["rng"].cpu())
-        shuffle.set_state(state["shuffle_rng"].cpu())
-    out_dir.mkdir(parents=True, exist_ok=True)
+        state.load_state_dict(saved)
+        saved_step = state.step
+    else:  # a best.pt without last.pt is a killed attempt's, from before its first last.pt
+        best_path.unlink(missing_ok=True)
+    for name in ("train_log.jsonl", "val_log.jsonl"):  # the run writes the later lines again
+        truncate_log(out_dir / name, state.step)
     atomic_write_text(out_dir / "config.yaml", dump_yaml(config))
 
+    def kept() -> str:
+        return "no checkpoint was written yet" if saved_step is None else \
+            f"the last good checkpoint is {last_path} (update {saved_step})"  # fmt: skip
+
     def checkpoint(path: Path) -> None:
-        save_checkpoint(path, {
-            "name": comp.name, "composition": config, "x_dim": train_split.x_dim,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "seed": seed, "train_seconds": spent, "best_valid": best,
-            "rng": torch.get_rng_state(), "shuffle_rng": shuffle.get_state(),
-        })  # fmt: skip
+        nonlocal saved_step
+        if not state.finite():  # a bad step never reaches a checkpoint
+            raise TrainingStopped(f"{out_dir}: the weights are not finite after update {state.step}, so {path.name} "
+                                  f"was not written; {kept()}; lower train.lr or set train.clip")  # fmt: skip
+        save_checkpoint(path, {"name": comp.name, "composition": config, "x_dim": train_split.x_dim, "seed": seed,
+                               **state.state_dict()})  # fmt: skip
+        saved_step = state.step if path == last_path else saved_step
 
     def validate() -> None:
-        nonlocal best
+        step = state.step
         if len(valid_split) == 0:
-            best = {"elbo": math.nan, "step": step}
+            state.best = {"elbo": math.nan, "step": step}
             checkpoint(best_path)
             return
         ev = evaluate(model, comp, valid_split, device=device, iwae_k=cfg.val_iwae_k)
@@ -163,61 +197,96 @@ def train(
                 writer.add_scalar("val/iwae", summary["iwae"], step)
             if ev.kl_per_dim.numel():
                 writer.add_histogram("val/kl_per_dim", ev.kl_per_dim, step)
-        if summary["elbo"] > best["elbo"] or not best_path.exists():
-            best = {**summary, "step": step}
+        if summary["elbo"] > state.best["elbo"] or not best_path.exists():
+            state.best = {**summary, "step": step}
             checkpoint(best_path)
 
-    start = time.perf_counter() - spent
+    def skip(loss: float, grad_norm: float) -> None:
+        """A non-finite loss or gradient norm: no update, the gradients dropped, counted."""
+        optimizer.zero_grad(set_to_none=True)
+        state.skipped_steps += 1
+        state.consecutive_skips += 1
+        if state.consecutive_skips >= cfg.max_consecutive_skips:
+            raise TrainingStopped(
+                f"{out_dir}: training stopped at update {state.step + 1}: {state.consecutive_skips} updates in a row "
+                f"had a non-finite loss or gradient norm (the last: loss {loss:g}, gradient norm {grad_norm:g}; "
+                f"train.max_consecutive_skips is {cfg.max_consecutive_skips}); {kept()}; "
+                "lower train.lr or set train.clip"
+            )  # fmt: skip
+
+    start = time.perf_counter() - state.train_seconds
+
+    def done() -> bool:
+        return budget.done(state.step, steps_per_epoch, time.perf_counter() - start)
+
     loss_value = math.nan
-    bar = tqdm(total=budget.total(steps_per_epoch), initial=step, desc=comp.name, unit="step",
+    bar = tqdm(total=budget.total(steps_per_epoch), initial=state.step, desc=comp.name, unit="step",
                disable=None if progress is None else not progress, dynamic_ncols=True)  # fmt: skip
     model.train()
     with (out_dir / "train_log.jsonl").open("a") as log:
-        while not budget.done(step, steps_per_epoch, time.perf_counter() - start):
-            for batch in train_split.batches(cfg.batch_size, shuffle=True, generator=shuffle, bucket=cfg.bucket):
-                if budget.done(step, steps_per_epoch, time.perf_counter() - start):
+        while not done():
+            batches = train_split.batches(cfg.batch_size, shuffle=True, generator=state.shuffle, bucket=cfg.bucket,
+                                          skip=state.batch)  # fmt: skip
+            for batch in batches:
+                if done():
                     break
+                state.batch += 1  # consumed, whether it makes an update or is skipped
                 batch = batch.to(device)
-                at = progress_at(step, steps_per_epoch)
+                at = progress_at(state.step, steps_per_epoch)
                 for group in optimizer.param_groups:  # the rate follows from the update: resumable
                     group["lr"] = cfg.lr * cfg.lr_decay.at(at)
                 trace = model(batch.u, batch.x, batch.mask)
                 terms = compute_terms(model, trace, comp, update=at)
                 del trace  # what backward needs, autograd holds; the rest is freed before it
                 optimizer.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                clip = cfg.clip if cfg.clip > 0 else math.inf
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-                loss_value = terms.loss.item()
-                if not math.isfinite(loss_value):
-                    kept = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint yet"
-                    raise FloatingPointError(f"training loss became {loss_value} at update {step}; {kept}")
+                loss_value, grad_norm = terms.loss.item(), math.nan
+                if math.isfinite(loss_value):
+                    terms.loss.backward()
+                    clip = cfg.clip if cfg.clip > 0 else math.inf
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+                if not math.isfinite(grad_norm):  # NaN too when the loss was not finite
+                    skip(loss_value, grad_norm)
+                    continue
+                state.consecutive_skips = 0
                 optimizer.step()
-                step += 1
-                spent = time.perf_counter() - start
+                state.step += 1
+                state.train_seconds = time.perf_counter() - start
                 bar.update(1)
-                finished = budget.done(step, steps_per_epoch, spent)
-                if step % cfg.log_every == 0 or finished:
-                    record = _record(comp, terms, at, loss_value, grad_norm, optimizer, spent)
+                finished = done()
+                if state.step % cfg.log_every == 0 or finished:
+                    record = _record(comp, terms, at, loss_value, grad_norm, optimizer, state)
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     bar.set_postfix(loss=f"{loss_value:.4g}", elbo=f"{record['elbo']:.4g}")
                     if writer is not None:
                         for key, value in record.items():
                             if key not in ("step", "seconds"):
-                                writer.add_scalar(f"train/{key}", value, step)
-                if eval_every and step % eval_every == 0 and not finished:
+                                writer.add_scalar(f"train/{key}", value, state.step)
+                if eval_every and state.step % eval_every == 0 and not finished:
                     validate()
                     checkpoint(last_path)
+            else:  # the pass ended (not the budget)
+                state.next_epoch()
     bar.close()
-    if best.get("step") != step:
+    if state.best.get("step") != state.step:
         validate()
     checkpoint(last_path)
-    valid = {k: v for k, v in best.items() if k != "step"}
-    return TrainResult(model, step, loss_value, spent, last_path, best_path, valid)
+    valid = {k: v for k, v in state.best.items() if k != "step"}
+    return TrainResult(model, state.step, loss_value, state.train_seconds, last_path, best_path, valid)
 
 
-def _record(comp, terms, at, loss, grad_norm, optimizer, seconds) -> dict[str, float]:
+def _same_composition(stored: dict, config: dict) -> bool:
+    """Whether a checkpoint's composition is ``config``, options added since it was written
+    taking their defaults."""
+    if stored == config:
+        return True
+    try:
+        return validate_composition(stored, default_registry(), source="checkpoint").to_dict() == config
+    except UserError:
+        return False
+
+
+def _record(comp, terms, at, loss, grad_norm, optimizer, state: RunState) -> dict[str, float]:
     """One line of train_log.jsonl; ``at`` is the Progress the update was computed at."""
     aux = {f"aux/{k}": -v.detach().mean().item() for k, v in terms.aux.items()}
     weights = weights_at(comp, at)
@@ -227,5 +296,6 @@ def _record(comp, terms, at, loss, grad_norm, optimizer, seconds) -> dict[str, f
         "step": step, "epoch": at.epoch, "loss": loss, "elbo": terms.elbo.detach().mean().item(),
         "kl": terms.kl.detach().mean().item(), "aux": sum(aux.values()) if aux else 0.0,
         **aux, "kl_weight": weights["kl_weight"], "aux_weight": aux_weights[0] if aux_weights else 0.0,
-        **weights, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+        **weights, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"],
+        "skipped_steps": state.skipped_steps, "seconds": state.train_seconds,
     }  # fmt: skip

@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -122,3 +123,44 @@ def test_eval_prints_the_metrics_of_one_checkpoint_as_json(toy_npz, tmp_path, ca
     assert {"elbo", "iwae", "kl", "recon", "aux", "active_units"} <= set(result)
     again = main(["eval", checkpoint, "--dataset", "npz", "--data", str(toy_npz), "--iwae-k", "3", "--json"])
     assert again == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["elbo"] == result["elbo"]
+
+
+def _run_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("bench ")]
+
+
+@pytest.mark.slow
+def test_off_a_terminal_bench_says_when_each_run_starts_and_how_it_ended(toy_npz, tmp_path, capsys, monkeypatch):
+    import seqvae.bench
+
+    printed_before_training = []
+    real_train = seqvae.bench.train
+
+    def spy(*args, **kwargs):  # what stdout held when training began
+        printed_before_training.append(capsys.readouterr().out)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(seqvae.bench, "train", spy)
+    out = tmp_path / "bench"
+    assert _bench(toy_npz, out, "zforcing-noaux,no-such-model") == 1  # capsys: stdout is no terminal
+    after = capsys.readouterr().out
+    started = "bench 1/2 zforcing-noaux seed 0: training on npz, up to 10 steps"
+    assert _run_lines(printed_before_training[0]) == [started]
+    row = json.loads((out / "results.json").read_text())[0]
+    ended, failed = _run_lines(after)
+    assert ended == (
+        f"bench 1/2 zforcing-noaux seed 0: 10 steps in {row['train_seconds']:.1f} s (test {row['eval_seconds']:.1f} s), "
+        f"test ELBO {row['elbo']:.4g} nats per sequence, IWAE (K=4) {row['iwae']:.4g}"
+    )
+    assert failed.startswith("bench 2/2 no-such-model seed 0: failed: UserError: unknown model 'no-such-model'")
+    assert _bench(toy_npz, out, "zforcing-noaux") == 0  # a finished run is named as such
+    lines = _run_lines(capsys.readouterr().out)
+    result = out / "runs" / "zforcing-noaux-npz-seed0" / "result.json"
+    assert lines[0] == f"bench 1/1 zforcing-noaux seed 0: finished by an earlier run ({result})"
+    assert lines[1].startswith("bench 1/1 zforcing-noaux seed 0: 10 steps in ") and len(lines) == 2
+
+
+def test_on_a_terminal_bench_leaves_the_progress_to_the_bars(toy_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert _bench(toy_npz, tmp_path / "bench", "zforcing-noaux") == 0
+    assert _run_lines(capsys.readouterr().out) == []

@@ -102,11 +102,11 @@ def test_internal_failures_exit_1(toy_npz, tmp_path, monkeypatch, capsys):
     assert "internal error: RuntimeError: disk on fire" in capsys.readouterr().err
 
 
-def test_a_nan_loss_stops_training_with_status_1(toy_npz, tmp_path, capsys):
+def test_a_diverging_run_stops_with_status_2_after_its_skipped_updates(toy_npz, tmp_path, capsys):
     args = _train_args(toy_npz, tmp_path / "run", "--set", "train.lr=1e30", "--set", "train.clip=0")
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert "training loss became" in err and "at update" in err
+    assert "training stopped at update" in err and "10 updates in a row had a non-finite loss" in err
 
 
 def test_an_existing_run_of_another_composition_is_never_overwritten(toy_npz, tmp_path, capsys):

@@ -68,7 +68,7 @@ def test_resolved_config_round_trips():
         (["objective.aux_weights=1"], "objective.aux_weights: unknown option"),
         (["model.decoder.cond_ln=maybe"], "model.decoder.cond_ln: expected bool, got 'maybe'"),
         (["model.latent_dim=0"], "model.latent_dim: decoder 'latent-lstm' needs latent_dim >= 1"),
-        (["train.batch_size=0"], "train: batch_size: expected a positive int"),
+        (["train.batch_size=0"], "train: batch_size: expected a positive finite number"),
         (["model.decoder.hidden"], "expected KEY=VALUE"),
     ],
 )

@@ -54,4 +54,4 @@ def test_the_report_gives_mean_and_std_targets_with_gaps_and_the_commands(tmp_pa
     assert rows[("zforcing", "bwd")]["command"].endswith("--set model.aux.bwd.weight=1.0 --out runs/reproduce/srnn-npz/sweep0")
     page = (tmp_path / "docs" / "reproduction.md").read_text()
     assert "| 8.900 ± 0.141 (64) |" in page and "4648 predicted test steps, fingerprint 9908980786c4" in page
-    assert "## Z-Forcing sweep" in page and "zforcing: bwd" in page
+    assert "## Variants (the sweep)" in page and "zforcing: bwd" in page

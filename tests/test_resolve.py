@@ -148,3 +148,20 @@ def test_the_paper_number_needs_the_data_it_was_measured_on(tmp_path):
     assert paper_number(published, "jsb", other, "storn") is None
     assert paper_number(published_numbers(), "jsb", other, "rnn") is None  # the shipped table too
     assert "chorales" not in published_numbers()  # music21's chorales are not the papers' data
+
+
+def test_a_users_file_wins_over_the_preset_for_the_keys_it_sets(tmp_path):
+    dataset = open_dataset("npz", str(write_demo_npz(tmp_path / "toy.npz", dims=3, steps=8)))
+    base = tmp_path / "base.yaml"
+    base.write_text("base: zforcing\nmodel:\n  decoder: {hidden: 40}\n")
+    mine = tmp_path / "rnn.yaml"  # named like a built-in: still a user's file
+    mine.write_text(f"base: {base}\ntrain: {{batch_size: 8}}\nmodel:\n  likelihood: {{component: gaussian}}\n")
+    comp = resolve_composition(str(mine), dataset, "chorales")
+    assert comp.train.batch_size == 8  # the chorales preset says 16
+    assert comp.slots["decoder"].options.hidden == 40  # from the user's base file, not the preset's 128
+    assert comp.train.lr == 3e-3  # what the files do not set, the preset fills in
+    assert comp.slots["encoder"].options.hidden == 1024  # no per-model preset for a user's file
+    assert resolve_composition(str(mine), dataset, "chorales", overrides=["train.batch_size=4"]).train.batch_size == 4
+    music = open_dataset("jsb", str(write_music_json(tmp_path / "m.json")))
+    with pytest.raises(UserError, match="--set model.likelihood.component=bernoulli"):
+        resolve_composition(str(mine), music, "jsb")  # the file chose a Gaussian: refused, not swapped

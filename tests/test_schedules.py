@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from seqvae.composition import load_composition
 from seqvae.errors import ConfigError
@@ -76,3 +77,18 @@ def test_train_options_that_make_no_sense_are_refused_with_the_yaml_path(item):
     key = item.split("=")[0]
     with pytest.raises(ConfigError, match=key.split(".")[1]):
         load_composition("zforcing", [*TINY, item])
+
+
+def test_evaluation_of_a_model_with_epoch_schedules_needs_no_epoch(tmp_path):
+    """Evaluation reports the aux terms unweighted: a weight by epoch must not be read there."""
+    from seqvae.composition import build_model
+    from seqvae.objective import compute_terms
+    from tests.conftest import batch
+
+    comp = load_composition("zforcing", [*TINY, "model.aux.reconstruction.hidden=6",
+                                         "model.aux.reconstruction.weight={start: 0.0, end: 0.01, step: 0.001, per: epoch}"])  # fmt: skip
+    model = build_model(comp, 3)
+    terms = compute_terms(model, model(*batch()), comp, training=False)
+    assert "reconstruction" in terms.aux
+    trained = compute_terms(model, model(*batch()), comp, update=progress(40, 4))
+    assert torch.isfinite(trained.loss)

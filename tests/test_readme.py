@@ -1,0 +1,308 @@
+"""README.md's examples, run as a new user would copy them, so the README cannot drift from the
+code. Every fenced block is run by one of the tests below (test_every_block_is_run_here keeps
+that list complete); the only changes to what is shown:
+
+- training budgets (--max-steps, --epochs, --time-budget; the demo's in registry.yaml) become
+  --max-steps 2;
+- data comes from miniature corpora written where the commands look for data (./data/<dataset>
+  in the folder they run in): a few seconds of TIMIT-like audio, five of music21's chorales;
+  a composition file the README shows without a command trains on a small npz through --data;
+- `seqvae bench` runs on TIMIT get --set options for the widths both of its models have;
+- `make test` is not run (it is this suite), nor does benchmarks/reproduce.py train (that takes
+  hours): it writes its report of no runs yet, to a temporary folder (--report-only --docs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import seqvae.demo as demo_cli
+from benchmarks import reproduce
+from seqvae import hookspecs
+from seqvae.cli import main
+from seqvae.composition import load_composition, registry_section
+from seqvae.registry import build_registry
+from tests.conftest import TINY
+from tests.datafiles import write_ldc_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def _blocks() -> dict[str, list[tuple[str, str]]]:
+    """(language, text) of each fenced block, by `## ` section ("" before the first one)."""
+    parts = re.split(r"^## (.+)\n", README, flags=re.MULTILINE)
+    sections = {"": parts[0], **dict(zip(parts[1::2], parts[2::2], strict=True))}
+    return {title: [(m[1], m[2]) for m in FENCE.finditer(body)] for title, body in sections.items()}
+
+
+BLOCKS = _blocks()
+
+
+def block(section: str, language: str, index: int = 0) -> str:
+    return [text for lang, text in BLOCKS[section] if lang == language][index]
+
+
+def test_every_block_is_run_here():
+    """A block added to the README fails here until a test below runs it."""
+    languages = {title: [lang for lang, _ in blocks] for title, blocks in BLOCKS.items() if blocks}
+    assert languages == {
+        "": ["sh", "text"],  # test_make_demo_prints_what_the_quick_start_shows
+        "Command line": ["sh"],  # test_command_line_examples
+        "Reproducing the papers": ["sh"],  # test_reproduce_command_writes_its_report
+        "Compositions": ["yaml", "sh", "yaml"],  # test_small_composition_*, test_complete_zforcing_*
+        "Writing a plugin": ["python", "toml", "yaml", "python"],  # test_plugin_*
+    }
+
+
+def commands(script: str) -> list[list[str]]:
+    """The commands of a sh block: continued lines joined, comments dropped."""
+    lines = script.replace("\\\n", " ").splitlines()
+    return [argv for argv in (shlex.split(line, comments=True) for line in lines) if argv]
+
+
+def tiny_budget(argv: list[str]) -> list[str]:
+    """``argv`` with its training budget cut to 2 steps (the three budget flags are one
+    mutually exclusive choice, so each becomes --max-steps 2)."""
+    out, args = [], iter(argv)
+    for arg in args:
+        if arg in ("--max-steps", "--epochs", "--time-budget"):
+            next(args)  # the flag's value
+            out += ["--max-steps", "2"]
+        else:
+            out.append(arg)
+    return out
+
+
+def write_named_block(text: str, folder: Path) -> Path:
+    """A block whose first line names its file (``# small-zforcing.yaml``), written there."""
+    path = folder / text.splitlines()[0].removeprefix("# ")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_seqvae(argv: list[str], capsys) -> str:
+    assert argv[0] == "seqvae"
+    status = main(argv[1:])
+    captured = capsys.readouterr()
+    assert status == 0, f"{shlex.join(argv)}\n{captured.err}"
+    return captured.out
+
+
+@pytest.fixture
+def timit_here(tmp_path, monkeypatch) -> Path:
+    """A folder with a miniature TIMIT at ./data/timit, where `--dataset timit` looks, as cwd."""
+    write_ldc_tree(tmp_path / "data" / "timit", train=(1, 2, 5), test=(1, 1, 2))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------- quick start
+
+
+def _make_recipe(target: str) -> list[str]:
+    """The last command `make TARGET` runs, with the venv's python called `python`."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # -n prints the recipe without running it; outside any make that runs this suite (make test)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(["make", "-n", "--no-print-directory", target, "PY=python"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    return shlex.split(dry.stdout.strip().splitlines()[-1])
+
+
+def skeleton(line: str) -> str:
+    """A line of output with its measurements (numbers, data fingerprints) blanked out."""
+    line = re.sub(r"\b[0-9a-f]{12}\b", "<data>", line)
+    return re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", line)
+
+
+@pytest.mark.slow
+def test_make_demo_prints_what_the_quick_start_shows(tmp_path, monkeypatch, capsys):
+    assert commands(block("", "sh")) == [["make", "demo"], ["make", "test"]]
+    # make test runs this suite: only its recipe is checked here
+    assert _make_recipe("test") == ["python", "-m", "pytest", "-q"]
+    demo = _make_recipe("demo")
+    assert demo[:3] == ["python", "-m", "seqvae.demo"]
+
+    # the quick start names the bench the demo runs
+    section = registry_section("demo")
+    bench = ["bench", "--models", ",".join(section["models"]), "--dataset", section["dataset"],
+             *map(str, section["args"])]  # fmt: skip
+    assert f"`seqvae {' '.join(bench)}`" in " ".join(README.split())
+    # five of the chorales music21 bundles, where `--dataset chorales` looks first
+    pytest.importorskip("music21")
+    from seqvae_plugins.chorales_dataset import music21_bach_folder
+
+    (tmp_path / "data" / "chorales").mkdir(parents=True)
+    for name in ["bwv1.6.mxl", "bwv10.7.mxl", "bwv101.7.mxl", "bwv102.7.mxl", "bwv103.6.mxl"]:
+        shutil.copy(music21_bach_folder() / name, tmp_path / "data" / "chorales" / name)
+    monkeypatch.chdir(tmp_path)
+    tiny = {**section, "args": tiny_budget(section["args"])}
+    monkeypatch.setattr(demo_cli, "registry_section", lambda key: tiny if key == "demo" else registry_section(key))
+    assert demo_cli.main(demo[3:]) == 0
+    printed = capsys.readouterr().out.splitlines()
+
+    shown = [line for line in block("", "text").splitlines() if line.strip() and line != "..."]
+    actual = [skeleton(line) for line in printed]
+    for line in shown:  # each line shown appears, in the order shown, up to the measurements
+        assert skeleton(line) in actual, f"{line!r} is not printed:\n" + "\n".join(printed)
+        actual = actual[actual.index(skeleton(line)) + 1 :]
+    # and what it says to open next is there
+    assert "tensorboard --logdir runs/demo/tensorboard" in printed
+    assert "`runs/demo/results.md`" in README and (tmp_path / "runs" / "demo" / "results.md").is_file()
+    for model in section["models"]:
+        assert (tmp_path / "runs" / "demo" / "runs" / f"{model}-chorales-seed0" / "config.yaml").is_file()
+
+
+# ---------------------------------------------------------------------------- command line
+
+# Options of `seqvae bench`'s --set apply to every model, so these are widths that both
+# zforcing and vrnn have; without them the six runs take half a minute instead of seconds.
+SMALL_BENCH = ["model.latent_dim=4", "model.decoder.hidden=8", "model.encoder.hidden=8", "model.prior.hidden=8"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*the full TIMIT corpus has")
+def test_command_line_examples(timit_here, capsys):
+    outputs = {}
+    for argv in commands(block("Command line", "sh")):
+        argv = tiny_budget(argv)
+        if argv[1] == "bench":
+            argv += [arg for item in SMALL_BENCH for arg in ("--set", item)]
+        outputs[argv[1]] = run_seqvae(argv, capsys)
+    assert outputs["models"].split()[0] == "zforcing"
+    assert "latent-lstm" in outputs["components"]
+    rows = json.loads((timit_here / "runs" / "bench-timit" / "results.json").read_text())
+    runs = [(m, s, None) for m in ("zforcing", "vrnn") for s in (0, 1, 2)]
+    assert [(r["model"], r["seed"], r["error"]) for r in rows] == runs
+    config = yaml.safe_load((timit_here / "runs" / "zf" / "config.yaml").read_text())
+    assert config["model"]["decoder"]["hidden"] == 256 and config["model"]["aux"]["reconstruction"]["z_force"] is True
+    assert json.loads(outputs["eval"])["iwae_k"] == 64
+    assert np.load(timit_here / "samples.npz")["x"].shape == (8, 100, 200)
+
+
+# ---------------------------------------------------------------------------- reproducing
+
+
+def test_reproduce_command_writes_its_report(tmp_path):
+    (argv,) = commands(block("Reproducing the papers", "sh"))
+    assert argv[:2] == ["python", "benchmarks/reproduce.py"]
+    # as shown it trains for hours: here it only writes its report, of no runs yet, to tmp_path
+    extra = ["--report-only", "--out", str(tmp_path / "no-runs-yet"), "--docs", str(tmp_path / "docs")]
+    done = subprocess.run([sys.executable, *argv[1:], *extra], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "docs" / "reproduction.md").is_file() and (tmp_path / "docs" / "reproduction.json").is_file()
+    # the models the README says it trains are the script's
+    *others, last = reproduce.MODELS
+    assert f"trains {', '.join(others)} and {last} with `--preset paper`" in " ".join(README.split())
+
+
+# ---------------------------------------------------------------------------- compositions
+
+
+def unwritten(written, resolved, path: str = "") -> list[str]:
+    """Keys of ``resolved`` that ``written`` leaves to a default. A number where a mapping was
+    resolved is a weight schedule given as a constant, which spells it out."""
+    if not (isinstance(written, dict) and isinstance(resolved, dict)):
+        return []
+    missing = []
+    for key, value in resolved.items():
+        missing += [path + key] if key not in written else unwritten(written[key], value, f"{path}{key}.")
+    return missing
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*the full TIMIT corpus has")
+def test_small_composition_file_trains_as_shown(timit_here, capsys):
+    write_named_block(block("Compositions", "yaml", 0), timit_here)
+    (argv,) = commands(block("Compositions", "sh"))
+    run_seqvae(tiny_budget(argv), capsys)
+    model = yaml.safe_load((timit_here / "runs" / "small" / "config.yaml").read_text())["model"]
+    # small for real: no width keeps the 512 to 1024 of its base
+    widths = [v for spec in model.values() if isinstance(spec, dict) for v in spec.values() if type(v) is int]
+    widths += [v for aux in model["aux"].values() for v in aux.values() if type(v) is int]
+    assert max(widths) == 128 and model["latent_dim"] == 32
+    assert model["aux"]["reconstruction"]["z_force"] is True
+
+
+@pytest.mark.slow
+def test_complete_zforcing_file_is_the_builtin_with_every_option(tmp_path, toy_npz, capsys):
+    path = write_named_block(block("Compositions", "yaml", 1), tmp_path)
+    resolved = load_composition(str(path)).to_dict()
+    assert resolved == {**load_composition("zforcing").to_dict(), "description": resolved["description"]}
+    assert unwritten(yaml.safe_load(path.read_text()), resolved) == []
+    # it trains as a --model file (npz has no preset), and train writes it back as it is
+    out = tmp_path / "run"
+    run_seqvae(["seqvae", "train", "--model", str(path), "--dataset", "npz", "--data", str(toy_npz),
+            "--max-steps", "2", "--out", str(out)], capsys)  # fmt: skip
+    assert yaml.safe_load((out / "config.yaml").read_text()) == resolved
+
+
+# ---------------------------------------------------------------------------- plugins
+
+
+@pytest.fixture
+def my_package(tmp_path, monkeypatch) -> Path:
+    """The README's plugin module written where its first line says, on sys.path."""
+    site = tmp_path / "site"
+    write_named_block(block("Writing a plugin", "python", 0), site)
+    (site / "my_package" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    for name in ("my_package.seqvae_plugin", "my_package"):
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.slow
+def test_plugin_installed_through_its_entry_point_trains(my_package, tmp_path, toy_npz):
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 or later
+    groups = tomllib.loads(block("Writing a plugin", "toml"))["project"]["entry-points"]
+    assert list(groups) == [hookspecs.PROJECT]
+    # installed as pip would install my_package: its metadata and entry points beside it
+    dist = my_package / "my_package-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my_package\nVersion: 0.1\n")
+    lines = [f"{name} = {module}" for name, module in groups[hookspecs.PROJECT].items()]
+    (dist / "entry_points.txt").write_text("\n".join([f"[{hookspecs.PROJECT}]", *lines, ""]))
+    importlib.invalidate_caches()
+    assert build_registry().get("prior", "deep-prior").provider == "my_package:deep-prior"
+
+    # a fresh process, as after `pip install my_package`, finds it by itself
+    deep = write_named_block(block("Writing a plugin", "yaml"), tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(my_package), "OMP_NUM_THREADS": "1"}
+    sets = [arg for item in [*TINY, "model.aux.reconstruction.hidden=6"] for arg in ("--set", item)]
+    for model, extra in (("zforcing", ["--set", "model.prior.component=deep-prior"]), (str(deep), [])):
+        out = tmp_path / Path(model).stem
+        train = [sys.executable, "-m", "seqvae", "train", "--model", model, "--dataset", "npz", "--data", str(toy_npz),
+                 "--max-steps", "2", "--out", str(out), *sets, *extra]  # fmt: skip
+        done = subprocess.run(train, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert yaml.safe_load((out / "config.yaml").read_text())["model"]["prior"]["component"] == "deep-prior"
+
+
+@pytest.mark.slow
+def test_plugin_quick_try_and_conformance_suite(my_package, tmp_path, monkeypatch):
+    (modules,) = re.findall(r"`SEQVAE_PLUGINS=([\w.,]+)`", README)
+    monkeypatch.setenv("SEQVAE_PLUGINS", modules)
+    assert build_registry().get("prior", "deep-prior").provider == "my_package.seqvae_plugin"
+    monkeypatch.delenv("SEQVAE_PLUGINS")
+
+    write_named_block(block("Writing a plugin", "yaml"), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block("Writing a plugin", "python", 1), "README.md (conformance)", "exec"), {})
