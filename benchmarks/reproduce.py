@@ -56,6 +56,12 @@ SWEEP = {  # Z-Forcing variants looking for an aux cost that helps (on top of th
         "model.aux.reconstruction.weight=0.01"],
     "aux 0.01 from z + bwd LM 1.0": [
         "model.aux.reconstruction.z_force=true", "model.aux.reconstruction.weight=0.01", "model.aux.bwd.weight=1.0"],
+    "aux l2 0.1 from z (z_force)": [
+        "model.aux.reconstruction.cost=l2", "model.aux.reconstruction.z_force=true",
+        "model.aux.reconstruction.weight=0.1"],
+    "aux l2 0.01 from z + bwd LM 1.0": [
+        "model.aux.reconstruction.cost=l2", "model.aux.reconstruction.z_force=true",
+        "model.aux.reconstruction.weight=0.01", "model.aux.bwd.weight=1.0"],
 }
 
 
