@@ -85,24 +85,28 @@ def run_one(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] =
     say(f"{'resuming' if resumed else 'training'} on {plan.dataset_name}, {budget_text(plan.budget)}")
     from torch.utils.tensorboard import SummaryWriter
 
+    from seqvae.run_lock import RunLock
     from seqvae.train import resume_step
 
-    # a resumed run writes the steps after its checkpoint again: TensorBoard hides the old ones
-    writer = SummaryWriter(str(plan.out / "tensorboard" / name), purge_step=resume_step(run_dir))
-    try:
-        result = train(comp, plan.dataset, run_dir, seed=seed, device=plan.device, progress=plan.progress,
-                       budget=plan.budget, writer=writer)  # fmt: skip
-        best = load_checkpoint(result.best_checkpoint, map_location=plan.device)
-        model_ = result.model
-        model_.load_state_dict(best["model"])
-        started = time.perf_counter()
-        test = evaluate(model_, comp, plan.dataset.split("test"), device=plan.device, iwae_k=plan.iwae_k)
-        eval_seconds = time.perf_counter() - started
-        row = make_row(plan, model, seed, comp, model_, test, result.step, result.seconds, eval_seconds)
-        write_tensorboard_summary(writer, plan, comp, model_, row, result.step)
-    finally:
-        writer.close()
-    atomic_write_text(done, dumps({"identity": run_identity(plan, comp), "row": row}, indent=1))
+    # the lock covers the writer and the result too: a second bench on this folder is refused
+    # before its writer could purge the running one's TensorBoard steps
+    with RunLock(run_dir):
+        # a resumed run writes the steps after its checkpoint again: TensorBoard hides the old ones
+        writer = SummaryWriter(str(plan.out / "tensorboard" / name), purge_step=resume_step(run_dir))
+        try:
+            result = train(comp, plan.dataset, run_dir, seed=seed, device=plan.device, progress=plan.progress,
+                           budget=plan.budget, writer=writer)  # fmt: skip
+            best = load_checkpoint(result.best_checkpoint, map_location=plan.device)
+            model_ = result.model
+            model_.load_state_dict(best["model"])
+            started = time.perf_counter()
+            test = evaluate(model_, comp, plan.dataset.split("test"), device=plan.device, iwae_k=plan.iwae_k)
+            eval_seconds = time.perf_counter() - started
+            row = make_row(plan, model, seed, comp, model_, test, result.step, result.seconds, eval_seconds)
+            write_tensorboard_summary(writer, plan, comp, model_, row, result.step)
+        finally:
+            writer.close()
+        atomic_write_text(done, dumps({"identity": run_identity(plan, comp), "row": row}, indent=1))
     return row
 
 

@@ -164,3 +164,28 @@ def test_on_a_terminal_bench_leaves_the_progress_to_the_bars(toy_npz, tmp_path, 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert _bench(toy_npz, tmp_path / "bench", "zforcing-noaux") == 0
     assert _run_lines(capsys.readouterr().out) == []
+
+
+@pytest.mark.slow
+def test_a_bench_run_whose_folder_is_in_use_is_refused_before_it_writes_anything(toy_npz, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "bench"
+    run_dir = out / "runs" / "zforcing-noaux-npz-seed0"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from seqvae.run_lock import RunLock\n"
+        f"with RunLock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        assert _bench(toy_npz, out, "zforcing-noaux") == 1
+        row = json.loads((out / "results.json").read_text())[0]
+        assert "in use by another seqvae process" in row["error"] and str(holder.pid) in row["error"]
+        assert not (out / "tensorboard" / "zforcing-noaux-npz-seed0").exists()  # no writer, no purge
+        assert time.perf_counter() - started < 30
+    finally:
+        holder.kill()
+        holder.wait()
