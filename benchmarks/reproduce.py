@@ -45,7 +45,7 @@ BUDGET_SETS = {  # where a run's budget is shorter than the paper's, what is sca
     "dkf": ["objective.kl_weight={start: 0.2, end: 1.0, step: 0.04, per: epoch}"],
 }
 SWEEP = {  # Z-Forcing variants looking for an aux cost that helps (on top of the paper preset,
-    # whose own zforcing row is "aux 0.001 from [h, z], authors' gradient")
+    # whose own zforcing row is "aux 0.001 from [h, z], authors' gradient"); key i: sweep<i>
     "aux 0.01 from z (z_force)": ["model.aux.reconstruction.z_force=true", "model.aux.reconstruction.weight=0.01"],
     "aux 0.001, local gradient": ["model.aux.reconstruction.gradient=local"],
     "aux 0 -> 0.01 over 50 epochs, KL over 40": [
@@ -63,6 +63,14 @@ SWEEP = {  # Z-Forcing variants looking for an aux cost that helps (on top of th
         "model.aux.reconstruction.cost=l2", "model.aux.reconstruction.z_force=true",
         "model.aux.reconstruction.weight=0.01", "model.aux.bwd.weight=1.0"],
 }
+OTHER_VARIANTS = {  # (model, files, epochs, sets), run after the Z-Forcing sweep; key: sweep<i>
+    "KL 0.2 -> 1 over 80 epochs": ("dkf", ("quarter",), 100.0,
+                                   ["objective.kl_weight={start: 0.2, end: 1.0, step: 0.01, per: epoch}"]),
+}
+SEEDED_VARIANTS = ("aux l2 0.1 from z (z_force)",)
+"""Sweep variants that also get the seeds after the first (key: sweep<i>-seed<S>)."""
+SEED_MODELS = ("srnn", "rnn", "zforcing", "zforcing-noaux")
+"""The models the seeds after the first run for by default: the issue's targets and claims."""
 
 
 @dataclass
@@ -93,14 +101,25 @@ def plan(args) -> list[Job]:
                     BUDGET_SETS.get(model, []))
                 for file in args.files for model in models]  # fmt: skip
 
+    def variant(i: int, name: str, model: str, file: str, epochs: float, sets: list[str], seed: int) -> Job:
+        key = f"{file}/sweep{i}" + (f"-seed{seed}" if seed != args.seeds[0] else "")
+        return Job(key, file, model, seed, epochs, sets, name)
+
     jobs = main_runs(args.seeds[0], args.models)
+    sweep_epochs = args.sweep_epochs or args.epochs
+    variants = [(name, "zforcing", sorted(args.files, reverse=True), sweep_epochs, sets)
+                for name, sets in SWEEP.items()]  # fmt: skip
+    variants += [(name, model, [f for f in files if f in args.files], e, sets)
+                 for name, (model, files, e, sets) in OTHER_VARIANTS.items()]  # fmt: skip
     if args.sweep:  # each variant on both files before the next variant
-        for i, (name, sets) in enumerate(SWEEP.items()):
-            for file in sorted(args.files, reverse=True):
-                jobs.append(Job(f"{file}/sweep{i}", file, "zforcing", args.seeds[0],
-                                args.sweep_epochs or args.epochs, sets, name))  # fmt: skip
+        for i, (name, model, files, e, sets) in enumerate(variants):
+            jobs += [variant(i, name, model, file, e, sets, args.seeds[0]) for file in files]
     for seed in args.seeds[1:]:
-        jobs += main_runs(seed, args.seed_models or args.models)
+        if args.sweep:
+            jobs += [variant(i, name, model, file, e, sets, seed)
+                     for i, (name, model, files, e, sets) in enumerate(variants)
+                     if name in SEEDED_VARIANTS for file in files]  # fmt: skip
+        jobs += main_runs(seed, args.seed_models)
     return jobs
 
 
@@ -148,13 +167,13 @@ def _target(file: str, model: str, value: float | None) -> str:
 
 
 def known_jobs(planned: list[Job], out: Path) -> list[Job]:
-    """The planned runs and every other run found under ``out``; a run's own job.json (what it
-    was started with) wins over this invocation's plan."""
-    jobs = {job.key: job for job in planned}
-    for path in sorted(out.glob("*/*/job.json")):
-        job = Job(**json.loads(path.read_text()))
-        jobs[job.key] = job
-    return list(jobs.values())
+    """The planned runs, each as its own job.json says it was started where it exists (the
+    report shows only runs of this plan: every number comes from a run it names)."""
+    jobs = []
+    for job in planned:
+        path = out / job.key / "job.json"
+        jobs.append(Job(**json.loads(path.read_text())) if path.exists() else job)
+    return jobs
 
 
 def summarise(jobs: list[Job], args) -> dict:
@@ -182,7 +201,8 @@ def summarise(jobs: list[Job], args) -> dict:
             "command": shlex.join(first.command(args.data, Path("runs/reproduce"), args.iwae_k,
                                                 ",".join(str(r["seed"]) for r in ok) or None)),
         })  # fmt: skip
-    return {"rows": table, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    missing = [job.key for job in known_jobs(jobs, args.out) if not load_rows(job, args.out)]
+    return {"rows": table, "missing": missing, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def markdown(summary: dict, notes: str) -> str:
@@ -215,6 +235,10 @@ def markdown(summary: dict, notes: str) -> str:
             f"test steps, fingerprint {r['fingerprint']}" for r in rows if r["fingerprint"]})), ""]  # fmt: skip
         lines += ["Commands (one per row; `--seeds` lists the seeds in the row):", "", "```sh"]
         lines += [r["command"] for r in rows] + ["```", ""]
+    if summary.get("missing"):
+        lines += ["## Runs of the plan that have not finished", "",
+                  "Rerun the same command to run them (finished runs are reused): "
+                  + ", ".join(f"`{key}`" for key in summary["missing"]) + ".", ""]  # fmt: skip
     if summary.get("curves"):
         lines += ["![validation NLL by epoch](reproduction_curves.png)", ""]
     return "\n".join(lines)
@@ -275,10 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--files", type=lambda s: s.split(","), default=list(FILES))
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    parser.add_argument("--seed-models", type=lambda s: s.split(","), metavar="M,M",
-                        help="run the seeds after the first only for these models (default: all)")
+    parser.add_argument("--seed-models", type=lambda s: s.split(","), metavar="M,M", default=list(SEED_MODELS),
+                        help=f"run the seeds after the first for these models (default: {','.join(SEED_MODELS)})")
     parser.add_argument("--epochs", type=float, default=50, help="epochs per run (SRNN's default budget)")
-    parser.add_argument("--epochs-for", nargs="*", default=[], metavar="MODEL=EPOCHS")
+    parser.add_argument("--epochs-for", nargs="*", default=["dkf=100"], metavar="MODEL=EPOCHS",
+                        help="per-model budgets (default: dkf=100, see BUDGET_SETS)")
     parser.add_argument("--iwae-k", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--sweep", action="store_true", help="also run the Z-Forcing sweep (seed 0)")
