@@ -17,6 +17,9 @@ DATA_ENV = "SEQVAE_DATA"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from seqvae.threads import quiet_openmp
+
+    quiet_openmp()  # before anything imports torch: OpenMP reads it once, as torch loads it
     from seqvae.cli_support import UsageError, plugin_options
 
     parser = build_parser()
@@ -29,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from seqvae.threads import set_threads
+
+        set_threads(args.threads)
         with plugin_options(args):
             return int(args.run(args) or 0)
     except UserError as error:
@@ -239,6 +245,7 @@ def _dataset_options(cls, items: list[str]):
 
 
 def cmd_train(args) -> int:
+    from seqvae.distributed import world
     from seqvae.resolve import resolve_composition
     from seqvae.train import Budget, train
 
@@ -252,6 +259,8 @@ def cmd_train(args) -> int:
     comp = resolve_composition(args.model, dataset, args.dataset, args.preset, args.overrides)
     out = Path(args.out or f"runs/{comp.name}-{args.dataset}-seed{args.seed}")
     result = train(comp, dataset, out, seed=args.seed, device=device, budget=budget)
+    if not world().main:  # under torchrun, rank 0 reports for all
+        return 0
     valid = result.valid.get("elbo_in_unit")
     valid_text = f", valid ELBO {valid:.4g} {dataset.unit}" if valid is not None else ""
     print(f"trained {comp.name} for {result.step} steps in {result.seconds:.1f}s: "

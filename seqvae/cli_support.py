@@ -1,5 +1,5 @@
 """The command line's shared parts: the options every command takes (``--debug``, ``--plugin``,
-``--strict-plugins``), argument errors and plugin warnings on one line, and ``seqvae plugins``."""
+``--strict-plugins``, ``--threads``), argument errors and plugin warnings on one line, and ``seqvae plugins``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     parser.add_argument(
         "--strict-plugins", action="store_true", **unset,
         help="a plugin that fails to load is an error, not a warning (as $SEQVAE_STRICT_PLUGINS=1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, metavar="N", **({"default": None} if top else unset),
+        help="intra-op CPU threads (default: $OMP_NUM_THREADS, else this process's share of its cores)",
     )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqvae.distributed import shard_bounds
 from seqvae.errors import UserError
 from seqvae.slots import NoOptions
 
@@ -53,9 +54,13 @@ class Batch:
     u: Tensor  # (T, B, D)
     x: Tensor  # (T, B, D)
     mask: Tensor  # (T, B)
+    offset: int = 0
+    total: int | None = None
+    """A data-parallel rank's batch is columns ``offset : offset + B`` of a global batch of
+    ``total`` columns (padded to the global batch's length); None: the batch is the whole one."""
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.u.to(device), self.x.to(device), self.mask.to(device))
+        return Batch(self.u.to(device), self.x.to(device), self.mask.to(device), self.offset, self.total)
 
 
 @dataclass
@@ -102,12 +107,14 @@ class Split:
             return int(self.mask.sum().item())
         return int(np.sum(self.mask, dtype=np.float64))
 
-    def batch(self, idx: Tensor | Sequence[int]) -> Batch:
-        """The rows ``idx`` as a time-major float32 batch, trimmed to its longest sequence."""
+    def batch(self, idx: Tensor | Sequence[int], length: int | None = None) -> Batch:
+        """The rows ``idx`` as a time-major float32 batch, trimmed to its longest sequence
+        (or to ``length`` steps)."""
         idx = torch.as_tensor(idx, dtype=torch.long).cpu().reshape(-1)
         mask = _rows(self.mask, idx)
         # trim trailing all-padding steps: whole-utterance test sets vary a lot in length
-        length = int(mask.sum(1).max().item()) if len(idx) else 0
+        if length is None:
+            length = int(mask.sum(1).max().item()) if len(idx) else 0
         return Batch(
             _rows(self.u, idx, length).transpose(0, 1),
             _rows(self.x, idx, length).transpose(0, 1),
@@ -121,6 +128,7 @@ class Split:
         generator: torch.Generator | None = None,
         bucket: int = 0,
         skip: int = 0,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[Batch]:
         """Batches of ``batch_size`` rows, in order or shuffled.
 
@@ -131,6 +139,10 @@ class Split:
 
         ``skip``: the first ``skip`` batches of the order are passed over without being read (a
         run resumed in the middle of an epoch draws the epoch's order again and skips its start).
+
+        ``shard=(rank, size)``: each batch is the ``rank``-th of ``size`` contiguous column
+        slices of the global batch (the order is the same in every rank: same ``generator``),
+        padded to the global batch's length; only those rows are read (:mod:`seqvae.distributed`).
         """
         order = (
             torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
@@ -146,7 +158,12 @@ class Split:
                 groups += list(chunk.split(batch_size))
             groups = [groups[i] for i in torch.randperm(len(groups), generator=generator)]
         for idx in groups[skip:]:
-            yield self.batch(idx)
+            if shard is None:
+                yield self.batch(idx)
+                continue
+            start, stop = shard_bounds(len(idx), *shard)
+            length = int(_rows(self.mask, idx).sum(1).max().item())  # the global batch's
+            yield replace(self.batch(idx[start:stop], length), offset=start, total=len(idx))
 
 
 def _rows(array: Array, idx: Tensor, length: int | None = None) -> Tensor:

@@ -28,8 +28,8 @@ class Total(Metric):
 
     full_state_update = False
 
-    def __init__(self, shape: tuple[int, ...] = ()) -> None:
-        super().__init__()
+    def __init__(self, shape: tuple[int, ...] = (), sync: bool = True) -> None:
+        super().__init__(sync_on_compute=sync)
         self.add_state("total", default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, value: Tensor) -> None:
@@ -112,9 +112,14 @@ def evaluate(
     iwae_k: int = 0,
     max_batches: int | None = None,
     seed: int | None = 0,
+    sync: bool = True,
 ) -> Evaluation:
     """ELBO, reconstruction, KL, auxiliary costs, active units and (``iwae_k`` > 0) the IWAE
-    bound with K samples, summed over ``split`` (whole sequences with their masks)."""
+    bound with K samples, summed over ``split`` (whole sequences with their masks).
+
+    ``sync``: sum the totals over the processes of a process group, when one is initialised
+    (each process then evaluates its own part of a split); False when one process evaluates
+    the whole split alone, as rank 0 validates a data-parallel run."""
     was_training = model.training
     model.eval()
     generator_state = torch.random.get_rng_state()
@@ -128,7 +133,7 @@ def evaluate(
 
     def add(key: str, value: Tensor, shape: tuple[int, ...] = ()) -> None:
         if key not in totals:
-            totals[key] = Total(shape).to(device)
+            totals[key] = Total(shape, sync).to(device)
         totals[key].update(value)
 
     for i, batch in enumerate(split.batches(batch_size)):

@@ -86,6 +86,14 @@ class SequenceModel(nn.Module):
         """Run each step through ``torch.compile`` (training only; compiles on first use)."""
         self._compiled = None
 
+    def draw_noise(self, steps: int, batch: int, device: torch.device | str, dtype: torch.dtype) -> Tensor | None:
+        """The posterior noise (T, B, Z) that :meth:`forward` draws when given none, from torch's
+        generator; None for a model without latents. A data-parallel rank draws its global
+        batch's and passes its own columns, so that N ranks draw what one process draws."""
+        if not self.decoder.uses_latent:
+            return None
+        return torch.randn(steps, batch, self.z_dim, device=device, dtype=dtype)
+
     def forward(self, u: Tensor, x: Tensor, mask: Tensor, noise: Tensor | None = None) -> Trace:
         """Unroll over a time-major batch; ``noise`` (T, B, Z) fixes the posterior samples."""
         pre, _ = self.decoder.precompute(u)
@@ -98,7 +106,7 @@ class SequenceModel(nn.Module):
         enc = self.encoder.precompute(x, mask, self.decoder.context(pre, x))
         steps, batch = x.shape[:2]
         if noise is None:
-            noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
+            noise = self.draw_noise(steps, batch, x.device, enc.features.dtype)
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from seqvae.composition import Composition
 from seqvae.model import SequenceModel, Trace
@@ -70,3 +70,19 @@ def weights_at(comp: Composition, update: int | Progress) -> dict[str, float]:
     return out
 
 
+
+
+class BatchObjective(nn.Module):
+    """One batch's :class:`Terms` at an update, as one module call: the unit that training
+    differentiates. DistributedDataParallel wraps this module, not the model, since it needs
+    every parameter a step uses (the auxiliary objectives' too) to be used inside the forward
+    it wraps."""
+
+    def __init__(self, model: SequenceModel, comp: Composition) -> None:
+        super().__init__()
+        self.model = model
+        self.comp = comp
+
+    def forward(self, u: Tensor, x: Tensor, mask: Tensor, noise: Tensor | None, update: int | Progress) -> Terms:
+        # the trace is freed on return: what backward needs, autograd holds
+        return compute_terms(self.model, self.model(u, x, mask, noise), self.comp, update=update)

@@ -50,6 +50,9 @@ class RunState:
     skipped_steps: int = 0
     """Updates skipped for a non-finite loss or gradient norm, in all."""
     consecutive_skips: int = 0
+    one_device: bool = False
+    """One GPU per process (data-parallel): only the current device's CUDA generator is this
+    process's to save and restore (every rank's is in the same state)."""
 
     def __post_init__(self) -> None:
         if self.epoch_rng is None:
@@ -61,7 +64,9 @@ class RunState:
         self.epoch_rng = self.shuffle.get_state()
 
     def state_dict(self) -> dict[str, Any]:
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        cuda = []
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            cuda = [torch.cuda.get_rng_state()] if self.one_device else torch.cuda.get_rng_state_all()
         return {
             "format": FORMAT,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -86,7 +91,9 @@ class RunState:
         # generator states are CPU byte tensors, whatever map_location moved the rest to
         torch.set_rng_state(rng["torch"].cpu())
         # resumed on a machine with other GPUs (or none), the CUDA stream cannot be the same one
-        if rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        if rng["cuda"] and torch.cuda.is_available() and self.one_device:
+            torch.cuda.set_rng_state(rng["cuda"][0].cpu())  # rank 0's device; ours is in the same state
+        elif rng["cuda"] and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
         self.epoch_rng = rng["shuffle"].cpu()
         self.shuffle.set_state(self.epoch_rng)

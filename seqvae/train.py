@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from seqvae import distributed
 from seqvae.checkpoint import atomic_write_text, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from seqvae.composition import Composition, build_model
 from seqvae.composition import validate as validate_composition
@@ -32,7 +34,7 @@ from seqvae.data import Dataset
 from seqvae.errors import UserError
 from seqvae.evaluate import Evaluation, evaluate
 from seqvae.model import SequenceModel
-from seqvae.objective import compute_terms, weights_at
+from seqvae.objective import BatchObjective, weights_at
 from seqvae.registry import default_registry
 from seqvae.run_lock import RunLock
 from seqvae.run_state import RunState, truncate_log
@@ -122,8 +124,13 @@ def train(
     out_dir = Path(out_dir)
     if len(dataset.split("train")) == 0:
         raise UserError(f"{dataset.path}: the train split is empty")
-    with RunLock(out_dir):  # one process per run folder, until this one ends (or dies)
-        return _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume)
+    w = distributed.world()
+    device = distributed.start(w, device)
+    try:  # rank 0 writes the folder; the other ranks of a data-parallel run only read it
+        with RunLock(out_dir) if w.main else nullcontext():  # one process per run folder
+            return _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume, w)
+    finally:
+        distributed.stop(w)
 
 
 def resume_step(out_dir: str | Path) -> int | None:
@@ -133,7 +140,7 @@ def resume_step(out_dir: str | Path) -> int | None:
     return load_checkpoint(last)["step"] + 1 if last.exists() else None
 
 
-def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume) -> TrainResult:
+def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume, w) -> TrainResult:
     train_split, valid_split = dataset.split("train"), dataset.split("valid")
     cfg = comp.train
     steps_per_epoch = max(1, math.ceil(len(train_split) / cfg.batch_size))
@@ -142,11 +149,11 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
     model = build_model(comp, train_split.x_dim).to(device)
     model.compile_step = cfg.compile
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    state = RunState(model, optimizer, torch.Generator().manual_seed(seed))
+    state = RunState(model, optimizer, torch.Generator().manual_seed(seed), one_device=w.parallel)
     checkpoints = out_dir / "checkpoints"
     last_path, best_path = checkpoints / "last.pt", checkpoints / "best.pt"
-    for folder in (out_dir, checkpoints):  # what a killed process was writing (we hold the lock)
-        remove_stale_temporaries(folder)
+    for folder in (out_dir, checkpoints) if w.main else ():  # what a killed process was writing
+        remove_stale_temporaries(folder)  # (we hold the lock)
 
     config = comp.to_dict()
     saved_step = None  # the step of this run's last.pt
@@ -159,11 +166,14 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
             )
         state.load_state_dict(saved)
         saved_step = state.step
-    else:  # a best.pt without last.pt is a killed attempt's, from before its first last.pt
+    elif w.main:  # a best.pt without last.pt is a killed attempt's, from before its first last.pt
         best_path.unlink(missing_ok=True)
-    for name in ("train_log.jsonl", "val_log.jsonl"):  # the run writes the later lines again
-        truncate_log(out_dir / name, state.step)
-    atomic_write_text(out_dir / "config.yaml", dump_yaml(config))
+    if w.main:
+        for name in ("train_log.jsonl", "val_log.jsonl"):  # the run writes the later lines again
+            truncate_log(out_dir / name, state.step)
+        atomic_write_text(out_dir / "config.yaml", dump_yaml(config))
+    objective = distributed.wrap(BatchObjective(model, comp), w, device)  # DDP in a data-parallel run
+    dtype = next(model.parameters()).dtype
 
     def kept() -> str:
         return "no checkpoint was written yet" if saved_step is None else \
@@ -184,7 +194,7 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
             state.best = {"elbo": math.nan, "step": step}
             checkpoint(best_path)
             return
-        ev = evaluate(model, comp, valid_split, device=device, iwae_k=cfg.val_iwae_k)
+        ev = evaluate(model, comp, valid_split, device=device, iwae_k=cfg.val_iwae_k, sync=False)  # rank 0 alone
         summary = _summary(ev, dataset.unit)
         # validation curves in the data set's unit, for reports (seqvae bench, benchmarks/)
         line = {"step": step, "epoch": step / steps_per_epoch, "elbo_in_unit": summary["elbo_in_unit"],
@@ -217,31 +227,35 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
     start = time.perf_counter() - state.train_seconds
 
     def done() -> bool:
-        return budget.done(state.step, steps_per_epoch, time.perf_counter() - start)
+        finished = budget.done(state.step, steps_per_epoch, time.perf_counter() - start)
+        if w.parallel and budget.minutes is not None:  # clocks differ: stop when any rank's is up
+            finished = not distributed.agree(not finished, w, device)
+        return finished
 
     loss_value = math.nan
     bar = tqdm(total=budget.total(steps_per_epoch), initial=state.step, desc=comp.name, unit="step",
-               disable=None if progress is None else not progress, dynamic_ncols=True)  # fmt: skip
+               disable=(None if progress is None else not progress) or not w.main, dynamic_ncols=True)  # fmt: skip
     model.train()
-    with (out_dir / "train_log.jsonl").open("a") as log:
+    with (out_dir / "train_log.jsonl").open("a") if w.main else nullcontext() as log:
         while not done():
             batches = train_split.batches(cfg.batch_size, shuffle=True, generator=state.shuffle, bucket=cfg.bucket,
-                                          skip=state.batch)  # fmt: skip
+                                          skip=state.batch, shard=w.shard)  # fmt: skip
             for batch in batches:
                 if done():
                     break
                 state.batch += 1  # consumed, whether it makes an update or is skipped
-                batch = batch.to(device)
+                share = distributed.share(batch)  # of the global batch: 1 in a single process
+                batch = distributed.fill_empty(batch.to(device))
                 at = progress_at(state.step, steps_per_epoch)
                 for group in optimizer.param_groups:  # the rate follows from the update: resumable
                     group["lr"] = cfg.lr * cfg.lr_decay.at(at)
-                trace = model(batch.u, batch.x, batch.mask)
-                terms = compute_terms(model, trace, comp, update=at)
-                del trace  # what backward needs, autograd holds; the rest is freed before it
+                terms = objective(batch.u, batch.x, batch.mask, distributed.shard_noise(model, batch, dtype), at)
                 optimizer.zero_grad(set_to_none=True)
-                loss_value, grad_norm = terms.loss.item(), math.nan
+                # the global batch's mean loss (every rank takes the same branch below)
+                loss_value, grad_norm = distributed.total(terms.loss.item() * share, w, device), math.nan
                 if math.isfinite(loss_value):
-                    terms.loss.backward()
+                    # DDP averages the ranks' gradients: each weighs its mean by its share
+                    (terms.loss * (share * w.size) if w.parallel else terms.loss).backward()
                     clip = cfg.clip if cfg.clip > 0 else math.inf
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
                 if not math.isfinite(grad_norm):  # NaN too when the loss was not finite
@@ -254,23 +268,26 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
                 bar.update(1)
                 finished = done()
                 if state.step % cfg.log_every == 0 or finished:
-                    record = _record(comp, terms, at, loss_value, grad_norm, optimizer, state)
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{loss_value:.4g}", elbo=f"{record['elbo']:.4g}")
-                    if writer is not None:
-                        for key, value in record.items():
-                            if key not in ("step", "seconds"):
-                                writer.add_scalar(f"train/{key}", value, state.step)
-                if eval_every and state.step % eval_every == 0 and not finished:
+                    means = distributed.totals({k: v * share for k, v in _term_means(terms).items()}, w, device)
+                    if w.main:
+                        record = _record(comp, means, at, loss_value, grad_norm, optimizer, state)
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                        bar.set_postfix(loss=f"{loss_value:.4g}", elbo=f"{record['elbo']:.4g}")
+                        if writer is not None:
+                            for key, value in record.items():
+                                if key not in ("step", "seconds"):
+                                    writer.add_scalar(f"train/{key}", value, state.step)
+                if eval_every and state.step % eval_every == 0 and not finished and w.main:
                     validate()
                     checkpoint(last_path)
             else:  # the pass ended (not the budget)
                 state.next_epoch()
     bar.close()
-    if state.best.get("step") != state.step:
-        validate()
-    checkpoint(last_path)
+    if w.main:
+        if state.best.get("step") != state.step:
+            validate()
+        checkpoint(last_path)
     valid = {k: v for k, v in state.best.items() if k != "step"}
     return TrainResult(model, state.step, loss_value, state.train_seconds, last_path, best_path, valid)
 
@@ -286,15 +303,22 @@ def _same_composition(stored: dict, config: dict) -> bool:
         return False
 
 
-def _record(comp, terms, at, loss, grad_norm, optimizer, state: RunState) -> dict[str, float]:
-    """One line of train_log.jsonl; ``at`` is the Progress the update was computed at."""
-    aux = {f"aux/{k}": -v.detach().mean().item() for k, v in terms.aux.items()}
+def _term_means(terms) -> dict[str, float]:
+    """A batch's mean ELBO, KL and auxiliary costs (``aux/KEY``), for the log."""
+    return {"elbo": terms.elbo.detach().mean().item(), "kl": terms.kl.detach().mean().item(),
+            **{f"aux/{k}": -v.detach().mean().item() for k, v in terms.aux.items()}}  # fmt: skip
+
+
+def _record(comp, means, at, loss, grad_norm, optimizer, state: RunState) -> dict[str, float]:
+    """One line of train_log.jsonl; ``at`` is the Progress the update was computed at and
+    ``means`` the batch's :func:`_term_means` (the global batch's, in a data-parallel run)."""
+    aux = {k: v for k, v in means.items() if k.startswith("aux/")}
     weights = weights_at(comp, at)
     step = at.update + 1
     aux_weights = [v for k, v in weights.items() if k.startswith("aux_weight/")]
     return {
-        "step": step, "epoch": at.epoch, "loss": loss, "elbo": terms.elbo.detach().mean().item(),
-        "kl": terms.kl.detach().mean().item(), "aux": sum(aux.values()) if aux else 0.0,
+        "step": step, "epoch": at.epoch, "loss": loss, "elbo": means["elbo"],
+        "kl": means["kl"], "aux": sum(aux.values()) if aux else 0.0,
         **aux, "kl_weight": weights["kl_weight"], "aux_weight": aux_weights[0] if aux_weights else 0.0,
         **weights, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"],
         "skipped_steps": state.skipped_steps, "seconds": state.train_seconds,
