@@ -63,19 +63,9 @@ def _data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "seqvae-example-plugin"
-
-
 @pytest.fixture(scope="session")
-def example_venv(tmp_path_factory):
-    """A fresh venv with seqvae and the example plugin package installed by pip, from a copy of
-    examples/seqvae-example-plugin (pip builds in the folder it installs from)."""
-    import shutil
-
+def fresh_venv(tmp_path_factory):
+    """A fresh venv with seqvae installed from this checkout (see tests/venvs.py)."""
     from tests.venvs import make_venv
 
-    root = tmp_path_factory.mktemp("example-venv")
-    venv = make_venv(root / "venv")
-    shutil.copytree(EXAMPLE, root / "seqvae-example-plugin", ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
-    venv.pip_install(root / "seqvae-example-plugin")
-    return venv, root / "seqvae-example-plugin"
+    return make_venv(tmp_path_factory.mktemp("fresh") / "venv")
