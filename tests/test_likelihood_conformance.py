@@ -7,11 +7,11 @@ import types
 
 import pytest
 import torch
+from seqvae_plugins.likelihoods import Bernoulli, Categorical, Gaussian
 
 from seqvae import hookimpl
 from seqvae.registry import build_registry, default_registry
 from seqvae.testing import conformance
-from seqvae_plugins.likelihoods import Bernoulli, Categorical, Gaussian
 
 
 @pytest.mark.parametrize("name", [entry.name for entry in default_registry().entries("likelihood")])

@@ -202,7 +202,8 @@ def _named(compositions: Compositions | None) -> list[tuple[str, Any]]:
 
 
 __all__ = [
-    "CHECKS", "COMPONENT_KINDS", "DATASET_CHECKS", "LIKELIHOOD_CHECKS", "check_dataset", "check_likelihood", "Case", "Check", "ConformanceError", "ConformanceSkip", "Report",
-    "check_component", "check_composition", "component_cases", "composition_cases",
+    "CHECKS", "COMPONENT_KINDS", "DATASET_CHECKS", "LIKELIHOOD_CHECKS", "Case", "Check", "ConformanceError",
+    "ConformanceSkip", "Report", "check_component", "check_composition", "check_dataset", "check_likelihood",
+    "component_cases", "composition_cases",
     "covered_components", "run", "run_all",
 ]  # fmt: skip

@@ -49,7 +49,8 @@ class CsvSequences(Dataset):
         super().__init__(path, options or CsvOptions())
         files = sorted(self.path.glob("*.csv")) if self.path.is_dir() else []
         if len(files) < 3:
-            raise UserError(f"{self.path}: {len(files)} .csv files found, at least 3 needed; expected {self.expected_files}")
+            raise UserError(f"{self.path}: {len(files)} .csv files found, at least 3 needed; "
+                            f"expected {self.expected_files}")
         rows = [_read(file) for file in files]
         for file, row in zip(files, rows, strict=True):
             if row.shape[1] != rows[0].shape[1]:
@@ -59,7 +60,8 @@ class CsvSequences(Dataset):
         n_valid = max(1, round(self.options.valid_fraction * len(files)))
         n_test = max(1, round(self.options.test_fraction * len(files)))
         if len(files) - n_valid - n_test < 1:
-            raise UserError(f"{self.path}: {len(files)} files leave none for training; add files or lower the fractions")
+            raise UserError(f"{self.path}: {len(files)} files leave none for training; "
+                            "add files or lower the fractions")
         parts = {"test": order[:n_test], "valid": order[n_test : n_test + n_valid], "train": order[n_test + n_valid :]}
         self._splits = {name: _padded([rows[i] for i in index]) for name, index in parts.items()}
 

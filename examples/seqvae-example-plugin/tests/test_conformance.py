@@ -1,8 +1,9 @@
 # tests/test_conformance.py
 from pathlib import Path
 
-from seqvae.testing import conformance
 from seqvae_example.synthetic import write_sines
+
+from seqvae.testing import conformance
 
 HERE = Path(__file__).resolve().parents[1]
 

@@ -1,12 +1,12 @@
 # tests/test_poe_prior.py
 import pytest
 import torch
+from seqvae_example.poe_prior import PoEPriorOptions, ProductOfExpertsPrior
 
 from seqvae.composition import load_composition
 from seqvae.errors import UserError
 from seqvae.nn import gaussian_log_prob
 from seqvae.slots import BuildContext
-from seqvae_example.poe_prior import PoEPriorOptions, ProductOfExpertsPrior
 
 
 def test_the_prior_is_the_normalised_product_of_its_experts():
@@ -18,7 +18,8 @@ def test_the_prior_is_the_normalised_product_of_its_experts():
     experts_mu, experts_logvar = heads.chunk(2, dim=-1)
     z = torch.randn(10, 6, 4)
     # the sum of the experts' log-densities (and N(0, I)'s) minus the prior's is constant in z
-    product = gaussian_log_prob(z[:, :, None], experts_mu, experts_logvar).sum(-2) + gaussian_log_prob(z, torch.zeros(()), torch.zeros(()))
+    zero = torch.zeros(())
+    product = gaussian_log_prob(z[:, :, None], experts_mu, experts_logvar).sum(-2) + gaussian_log_prob(z, zero, zero)
     gap = product - gaussian_log_prob(z, mu, logvar)
     assert torch.allclose(gap, gap[:1].expand_as(gap), atol=1e-4)
 
