@@ -77,10 +77,14 @@ def cmd_components(args) -> int:
                 print()
             _print_detail(entry)
     else:
+        listed = [e for kind in kinds for e in registry.entries(kind)]
+        # columns as wide as the longest name and provider (a third party's may be long)
+        name_width = max((len(e.name) for e in listed), default=0)
+        provider_width = max((len(e.provider) for e in listed), default=0)
         for kind in kinds:
             print(f"{kind}:")
             for entry in registry.entries(kind):
-                print(f"  {entry.name:<24} {entry.provider:<24} {summary(entry.cls)}")
+                print(f"  {entry.name:<{name_width}}  {entry.provider:<{provider_width}}  {summary(entry.cls)}")
                 if args.slot:
                     _print_options(entry, indent="      ")
     for name, error in registry.failed.items():

@@ -104,6 +104,15 @@ def test_builtin_data_set_conforms(name, tmp_path, monkeypatch):
     assert report.passed == [prop.name for prop in conformance.DATASET_CHECKS]
 
 
+REAL_JSB = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "jsb"
+
+
+@pytest.mark.skipif(not REAL_JSB.is_dir(), reason="../shared/data/jsb is absent")
+@pytest.mark.parametrize("file", ["jsb-chorales-quarter.pkl", "jsb-chorales-quarter.json", "jsb_raw_batchsize16_seqlen100.npz"])
+def test_the_real_jsb_files_conform(file):
+    assert conformance.check_dataset("jsb", REAL_JSB / file).passed
+
+
 # ---------------------------------------------------------------------------- broken data sets
 
 
