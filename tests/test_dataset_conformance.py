@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqvae import hookimpl
 from seqvae.data import Dataset, Split
 from seqvae.errors import UserError
 from seqvae.registry import build_registry, default_registry
 from seqvae.testing import conformance
 from seqvae.testing.data import write_demo_npz
 from tests.datafiles import sphere_bytes, write_amat, write_ldc_tree, write_music_pickle
+from tests.fake_plugins import plugin_module
 
 MUSIC = {
     "train": [[(60, 64, 67), (62,), ()], [(21, 108), (48,)]],
@@ -173,23 +173,10 @@ class CrashesWhenMissing(GoodData):
         (self.path / "good.txt").read_text()  # FileNotFoundError, not a UserError
 
 
-def _registry():
-    import types
-
-    plugin = types.ModuleType("broken_datasets")
-
-    @hookimpl
-    def seqvae_register(registry) -> None:
-        for cls in (GoodData, NotPrefix, WrongUnit, WrongSupport, CrashesWhenMissing):
-            registry.add(cls)
-
-    plugin.seqvae_register = seqvae_register
-    return build_registry(extra=[plugin])
-
-
 @pytest.fixture(scope="module")
 def broken_registry():
-    return _registry()
+    classes = (GoodData, NotPrefix, WrongUnit, WrongSupport, CrashesWhenMissing)
+    return build_registry(extra=[plugin_module("broken_datasets", *classes)])
 
 
 @pytest.mark.parametrize(("name", "prop", "says"), [

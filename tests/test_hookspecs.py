@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import inspect
 import re
-import types
 from pathlib import Path
 
 import pytest
 
-from seqvae import hookimpl, hookspecs
+from seqvae import hookspecs
 from seqvae.data import Dataset
 from seqvae.errors import UserError
 from seqvae.registry import PluginError, build_registry
 from seqvae.slots import SLOTS, NoOptions, Prior
+from tests.fake_plugins import plugin_module
 
 TUTORIAL = (Path(__file__).resolve().parents[1] / "docs" / "writing-plugins.md").read_text()
 HOOKS = sorted(name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
@@ -44,20 +44,6 @@ def test_plugin_hooks_are_documented(hook):
     assert _section(f"`{hook}`").strip()
 
 
-def _plugin(name: str, *classes: type, fail: bool = False) -> types.ModuleType:
-    module = types.ModuleType(name)
-
-    @hookimpl
-    def seqvae_register(registry) -> None:
-        for cls in classes:
-            registry.add(cls)
-        if fail:
-            raise RuntimeError("the hook broke after adding its classes")
-
-    module.seqvae_register = seqvae_register
-    return module
-
-
 class HookPrior(Prior):
     """A prior registered by the hook test."""
 
@@ -81,13 +67,13 @@ class HookData(Dataset):
 
 
 def test_hook_seqvae_register():
-    registry = build_registry(extra=[_plugin("hook_plugin", HookPrior, HookData)])
+    registry = build_registry(extra=[plugin_module("hook_plugin", HookPrior, HookData)])
     assert registry.get("prior", "hook-prior").provider == "hook_plugin"
     assert registry.get("dataset", "hook-data").cls is HookData
     assert registry.plugins["hook_plugin"].registers == [("prior", "hook-prior"), ("dataset", "hook-data")]
     # registered whole or not at all: a hook that raises registers nothing, and is named
     with pytest.raises(PluginError, match="plugin 'half_plugin' failed to load: RuntimeError: the hook broke"):
-        build_registry(extra=[_plugin("half_plugin", HookPrior, fail=True)])
+        build_registry(extra=[plugin_module("half_plugin", HookPrior, fail=True)])
 
 
 @pytest.mark.parametrize("base", [*SLOTS.values(), Dataset], ids=lambda cls: cls.__name__)

@@ -3,15 +3,13 @@ a normalised distribution that its own sampler draws from; broken ones fail it b
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from seqvae_plugins.likelihoods import Bernoulli, Categorical, Gaussian
 
-from seqvae import hookimpl
 from seqvae.registry import build_registry, default_registry
 from seqvae.testing import conformance
+from tests.fake_plugins import plugin_module
 
 
 @pytest.mark.parametrize("name", [entry.name for entry in default_registry().entries("likelihood")])
@@ -58,15 +56,8 @@ class OutOfRange(Categorical):
 
 @pytest.fixture(scope="module")
 def broken_registry():
-    plugin = types.ModuleType("broken_likelihoods")
-
-    @hookimpl
-    def seqvae_register(registry) -> None:
-        for cls in (OffByConstant, WideSampler, BiasedBits, UnnormalisedClasses, OutOfRange):
-            registry.add(cls)
-
-    plugin.seqvae_register = seqvae_register
-    return build_registry(extra=[plugin])
+    classes = (OffByConstant, WideSampler, BiasedBits, UnnormalisedClasses, OutOfRange)
+    return build_registry(extra=[plugin_module("broken_likelihoods", *classes)])
 
 
 @pytest.mark.parametrize(("name", "failed", "says"), [

@@ -32,10 +32,10 @@ from benchmarks import reproduce
 from seqvae.cli import main
 from seqvae.composition import load_composition, registry_section
 from tests.datafiles import write_ldc_tree
+from tests.docblocks import FENCE, commands, tiny_budget, write_named_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def _blocks() -> dict[str, list[tuple[str, str]]]:
@@ -61,33 +61,6 @@ def test_every_block_is_run_here():
         "Reproducing the papers": ["sh"],  # test_reproduce_command_writes_its_report
         "Compositions": ["yaml", "sh", "yaml"],  # test_small_composition_*, test_complete_zforcing_*
     }
-
-
-def commands(script: str) -> list[list[str]]:
-    """The commands of a sh block: continued lines joined, comments dropped."""
-    lines = script.replace("\\\n", " ").splitlines()
-    return [argv for argv in (shlex.split(line, comments=True) for line in lines) if argv]
-
-
-def tiny_budget(argv: list[str]) -> list[str]:
-    """``argv`` with its training budget cut to 2 steps (the three budget flags are one
-    mutually exclusive choice, so each becomes --max-steps 2)."""
-    out, args = [], iter(argv)
-    for arg in args:
-        if arg in ("--max-steps", "--epochs", "--time-budget"):
-            next(args)  # the flag's value
-            out += ["--max-steps", "2"]
-        else:
-            out.append(arg)
-    return out
-
-
-def write_named_block(text: str, folder: Path) -> Path:
-    """A block whose first line names its file (``# small-zforcing.yaml``), written there."""
-    path = folder / text.splitlines()[0].removeprefix("# ")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def run_seqvae(argv: list[str], capsys) -> str:

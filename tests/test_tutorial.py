@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 
 from seqvae import hookspecs
+from tests.docblocks import FENCE, commands, tiny_budget, write_named_block
 from tests.venvs import ROOT, run
 
 TUTORIAL_PATH = ROOT / "docs" / "writing-plugins.md"
 TUTORIAL = TUTORIAL_PATH.read_text()
 EXAMPLE = ROOT / "examples" / "seqvae-example-plugin"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 BLOCKS = [(m[1], m[2]) for m in FENCE.finditer(TUTORIAL)]
 NAMED = re.compile(r"^# ([\w\-]+(?:/[\w\-]+)*\.(?:py|toml|yaml))\n")
 
@@ -80,37 +80,18 @@ def test_the_hook_block_is_the_spec():
     )
 
 
-def commands(script: str) -> list[list[str]]:
-    lines = script.replace("\\\n", " ").splitlines()
-    return [argv for argv in (shlex.split(line, comments=True) for line in lines) if argv]
-
-
-def as_tested(argv: list[str]) -> list[str]:
-    """``argv`` with its training budget cut to 3 steps, and a small IWAE K for bench."""
-    out, args = [], iter(argv)
-    for arg in args:
-        if arg in ("--max-steps", "--epochs", "--time-budget"):
-            next(args)  # the flag's value
-            out += ["--max-steps", "3"]
-        else:
-            out.append(arg)
-    return out + (["--iwae-k", "2"] if argv[:2] == ["seqvae", "bench"] else [])
-
-
 @pytest.mark.slow
 def test_the_tutorial_builds_installs_and_runs(fresh_venv, tmp_path):
     venv, work = fresh_venv, tmp_path
-    for name, text in files().items():
-        path = work / "seqvae-example-plugin" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    for text in files().values():
+        write_named_block(text, work / "seqvae-example-plugin")
     outputs: dict[str, str] = {}
     for script in shell():
         for argv in commands(script):
             if argv[:2] == ["pip", "install"]:
                 venv.pip_install(*argv[2:], cwd=work)
                 continue
-            argv = as_tested(argv)
+            argv = tiny_budget(argv, steps=3) + (["--iwae-k", "2"] if argv[:2] == ["seqvae", "bench"] else [])
             done = subprocess.run([str(venv.bin / argv[0]), *argv[1:]], cwd=work, env=venv.env(),
                                   capture_output=True, text=True)  # fmt: skip
             assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stdout}\n{done.stderr}"
