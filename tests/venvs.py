@@ -52,13 +52,20 @@ class Venv:
         return run(*pip, *args, cwd=cwd)
 
 
+def dependency_pth() -> str:
+    """A .pth file's lines: the folders this environment imports seqvae's dependencies from.
+    Not simply this environment's purelib: that may itself reach them through a .pth file
+    (a worktree's venv borrowing another's packages), which Python reads in site folders only."""
+    places = dict.fromkeys(str(Path(importlib.import_module(name).__file__).resolve().parents[1])
+                           for name in DEPENDENCIES)  # fmt: skip
+    return "".join(f"{place}\n" for place in places)
+
+
 def make_venv(folder: Path) -> Venv:
     """A venv at ``folder`` with seqvae installed from this checkout (editable)."""
     run(sys.executable, "-m", "venv", "--without-pip", folder)
     venv = Venv(folder)
     site = Path(run(venv.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
-    places = dict.fromkeys(str(Path(importlib.import_module(name).__file__).resolve().parents[1])
-                           for name in DEPENDENCIES)  # fmt: skip
-    (site / "zz_deps.pth").write_text("".join(f"{place}\n" for place in places))
+    (site / "zz_deps.pth").write_text(dependency_pth())
     venv.pip_install("-e", ROOT)
     return venv
