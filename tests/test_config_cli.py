@@ -131,3 +131,20 @@ def test_a_description_falls_back_to_the_module_then_says_what_is_missing(monkey
         namespace = {"__name__": name}
         exec("from seqvae.slots import Prior\nclass Bare(Prior):\n    name = 'bare'\n", namespace)
         assert summary(namespace["Bare"]) == expected
+
+
+@pytest.mark.parametrize(("name", "sets"), [
+    ("rnn", ["model.decoder.hidden=8"]),
+    ("vrnn", ["model.latent_dim=3", "model.decoder.hidden=8", "model.encoder.hidden=8", "model.prior.hidden=8"]),
+])  # fmt: skip
+def test_train_on_the_shown_file_runs_and_writes_the_same_composition(name, sets, capsys, tmp_path, data_files):
+    import yaml
+
+    data = ["--dataset", "npz", "--data", str(data_files["real"])]
+    status, out, _ = run(capsys, "config", "show", name, *data, *[a for s in sets for a in ("--set", s)])
+    assert status == 0
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(out)
+    status, _, err = run(capsys, "train", "--model", str(shown), *data, "--max-steps", "1", "--out", str(tmp_path / "run"))
+    assert status == 0, err
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()) == yaml.safe_load(out)
