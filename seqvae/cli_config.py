@@ -137,7 +137,8 @@ def resolved(args):
     if args.dataset is None:
         for flag, value in (("--data", args.data), ("--data-option", args.data_options), ("--preset", args.preset)):
             if value:
-                raise UserError(f"{flag} needs --dataset: presets and data requirements belong to a data set")
+                raise UserError(f"{flag} needs --dataset: presets and data requirements belong to a data set; "
+                                "add --dataset NAME (seqvae components --slot dataset lists them)")
         return load_composition(args.model, args.overrides), None
     from seqvae.cli import open_dataset, precheck_likelihood
     from seqvae.resolve import resolve_composition
