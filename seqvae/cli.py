@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from seqvae.cli_config import add_components_arguments
     from seqvae.cli_support import Parser, cmd_plugins, global_options
 
     common = Parser(add_help=False)
@@ -64,12 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", parents=[common], help="list the built-in compositions")
     p.set_defaults(run=cmd_models)
 
-    p = sub.add_parser("components", parents=[common], help="list registered components by slot")
-    p.set_defaults(run=cmd_components)
+    p = sub.add_parser("components", parents=[common], help="list registered components by slot, or one's options")
+    add_components_arguments(p)
 
     p = sub.add_parser("plugins", parents=[common], help="list the plugins: what each registers, and those that failed")
     p.add_argument("--json", action="store_true", help="print one JSON list")
     p.set_defaults(run=cmd_plugins)
+
+    from seqvae.cli_config import add_config_parsers
+
+    add_config_parsers(sub, common)  # seqvae config show / validate
 
     p = sub.add_parser("train", parents=[common], help="train one composition")
     p.add_argument("--model", required=True, help="built-in composition name or a YAML file")
@@ -139,20 +144,6 @@ def cmd_models(args) -> int:
     for name, raw in compositions.items():
         description = " ".join(str(raw.get("description", "")).split())
         print(f"{name:<{width}}  {description}")
-    return 0
-
-
-def cmd_components(args) -> int:
-    from seqvae.registry import KINDS, default_registry
-
-    registry = default_registry()
-    for kind in KINDS:
-        print(f"{kind}:")
-        for entry in registry.entries(kind):
-            doc = (entry.cls.__doc__ or "").strip().splitlines()
-            print(f"  {entry.name:<24} {entry.provider:<24} {doc[0] if doc else ''}")
-    for name, error in registry.failed.items():
-        print(f"plugin {name!r} failed to load and is skipped: {error} (see seqvae plugins)", file=sys.stderr)
     return 0
 
 

@@ -20,6 +20,8 @@ known through the entry-point group ``seqvae``::
         registry.add(LaplacePrior)
 
 The built-in components in ``seqvae_plugins`` are registered through exactly this path.
+``docs/writing-plugins.md`` builds a plugin package step by step, with a section per hook
+(``tests/test_hookspecs.py`` fails for a hook without a test or that section).
 """
 
 from __future__ import annotations

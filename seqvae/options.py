@@ -69,7 +69,7 @@ def _check(tp: Any, value: Any, path: str, source: str | None) -> Any:
                 return _check(option, value, path, source)
             except ConfigError:
                 continue
-        raise ConfigError(path, f"expected {_name(tp)}, got {show_value(value)}", source)
+        raise ConfigError(path, f"expected {type_name(tp)}, got {show_value(value)}", source)
     if origin is Literal:
         choices = get_args(tp)
         if value in choices:
@@ -105,7 +105,7 @@ def _check(tp: Any, value: Any, path: str, source: str | None) -> Any:
             return value
     else:
         raise TypeError(f"unsupported option type {tp!r} at {path}")
-    raise ConfigError(path, f"expected {_name(tp)}, got {show_value(value)}", source)
+    raise ConfigError(path, f"expected {type_name(tp)}, got {show_value(value)}", source)
 
 
 def _finite(value: int | float, path: str, source: str | None) -> float:
@@ -120,11 +120,16 @@ def _finite(value: int | float, path: str, source: str | None) -> float:
     return number
 
 
-def _name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type annotation as messages and ``seqvae components`` show it: ``int``, ``float or None``."""
+    if tp is type(None):
+        return "None"
     if isinstance(tp, type):
         return tp.__name__
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
     if get_origin(tp) in (Union, types.UnionType):
-        return " or ".join(_name(a) for a in get_args(tp))
+        return " or ".join(type_name(a) for a in get_args(tp))
     return str(tp).replace("typing.", "")
 
 
@@ -164,7 +169,7 @@ def _class_problem(cls: type, seen: set[type]) -> str | None:
         return f"cannot read its type annotations ({type(error).__name__}: {error})"
     for f in dataclasses.fields(cls):
         if f.init and not _supported(hints.get(f.name, Any), seen):
-            return (f"option {f.name!r} has type {_name(hints.get(f.name))}, which options cannot hold (use "
+            return (f"option {f.name!r} has type {type_name(hints.get(f.name))}, which options cannot hold (use "
                     "bool, int, float, str, Literal, lists, dicts with str keys, unions or dataclasses)")  # fmt: skip
     return None
 
@@ -198,4 +203,4 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["options_class_problem", "parse", "show_key", "show_value", "to_plain"]
+__all__ = ["options_class_problem", "parse", "show_key", "show_value", "to_plain", "type_name"]

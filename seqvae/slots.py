@@ -197,7 +197,13 @@ class Encoder(Component, ABC):
 
 class Prior(Component, ABC):
     """p(z_t | cond_t) as a diagonal Gaussian; must work on any leading shape, because the
-    engine evaluates it on all steps at once after the loop when it can."""
+    engine evaluates it on all steps at once after the loop when it can.
+
+    The engine computes KL(q || p) analytically from the posterior's and the prior's
+    (mu, logvar), scores log p(z) with them in the IWAE bound and draws z_t from them when
+    generating, so a prior that is not one diagonal Gaussian (a mixture) does not fit this slot;
+    a product of Gaussian experts does (docs/writing-plugins.md builds one).
+    """
 
     slot = "prior"
 

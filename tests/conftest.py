@@ -61,3 +61,11 @@ def _data_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SEQVAE_CACHE", str(cache))
     monkeypatch.delenv("SEQVAE_DATA", raising=False)
     return cache
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory):
+    """A fresh venv with seqvae installed from this checkout (see tests/venvs.py)."""
+    from tests.venvs import make_venv
+
+    return make_venv(tmp_path_factory.mktemp("fresh") / "venv")

@@ -3,7 +3,6 @@ third-party plugin passing it, and broken components failing it by name."""
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -12,12 +11,12 @@ from seqvae_plugins.backward_lstm import BackwardLSTMEncoder
 from seqvae_plugins.latent_lstm import LatentLSTMDecoder
 from torch import Tensor, nn
 
-from seqvae import hookimpl
 from seqvae.composition import builtin_compositions, load_composition
 from seqvae.errors import ConfigError
 from seqvae.registry import build_registry, default_registry
 from seqvae.slots import AuxObjective, EncoderFeatures, Prior
 from seqvae.testing import ConformanceError, ConformanceSkip, conformance, is_size_option, shrink
+from tests.fake_plugins import plugin_module
 
 COMPOSITIONS = conformance.composition_cases()
 COMPONENTS = conformance.component_cases(exclude_covered=True)
@@ -45,17 +44,7 @@ def test_every_builtin_composition_and_registered_component_is_covered():
 # --------------------------------------------------------------------------- a third party
 
 
-def _plugin(name: str, *classes: type) -> types.ModuleType:
-    """A plugin module made on the spot, as a third party would write one."""
-    module = types.ModuleType(name)
-
-    @hookimpl
-    def seqvae_register(registry) -> None:
-        for cls in classes:
-            registry.add(cls)
-
-    module.seqvae_register = seqvae_register
-    return module
+_plugin = plugin_module  # a plugin module made on the spot, as a third party would write one
 
 
 @dataclass

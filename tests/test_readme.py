@@ -14,7 +14,6 @@ that list complete); the only changes to what is shown:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -30,16 +29,13 @@ import yaml
 
 import seqvae.demo as demo_cli
 from benchmarks import reproduce
-from seqvae import hookspecs
 from seqvae.cli import main
 from seqvae.composition import load_composition, registry_section
-from seqvae.registry import build_registry
-from tests.conftest import TINY
 from tests.datafiles import write_ldc_tree
+from tests.docblocks import FENCE, commands, tiny_budget, write_named_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def _blocks() -> dict[str, list[tuple[str, str]]]:
@@ -64,35 +60,7 @@ def test_every_block_is_run_here():
         "Command line": ["sh"],  # test_command_line_examples
         "Reproducing the papers": ["sh"],  # test_reproduce_command_writes_its_report
         "Compositions": ["yaml", "sh", "yaml"],  # test_small_composition_*, test_complete_zforcing_*
-        "Writing a plugin": ["python", "toml", "yaml", "python"],  # test_plugin_*
     }
-
-
-def commands(script: str) -> list[list[str]]:
-    """The commands of a sh block: continued lines joined, comments dropped."""
-    lines = script.replace("\\\n", " ").splitlines()
-    return [argv for argv in (shlex.split(line, comments=True) for line in lines) if argv]
-
-
-def tiny_budget(argv: list[str]) -> list[str]:
-    """``argv`` with its training budget cut to 2 steps (the three budget flags are one
-    mutually exclusive choice, so each becomes --max-steps 2)."""
-    out, args = [], iter(argv)
-    for arg in args:
-        if arg in ("--max-steps", "--epochs", "--time-budget"):
-            next(args)  # the flag's value
-            out += ["--max-steps", "2"]
-        else:
-            out.append(arg)
-    return out
-
-
-def write_named_block(text: str, folder: Path) -> Path:
-    """A block whose first line names its file (``# small-zforcing.yaml``), written there."""
-    path = folder / text.splitlines()[0].removeprefix("# ")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def run_seqvae(argv: list[str], capsys) -> str:
@@ -185,9 +153,11 @@ def test_command_line_examples(timit_here, capsys):
         argv = tiny_budget(argv)
         if argv[1] == "bench":
             argv += [arg for item in SMALL_BENCH for arg in ("--set", item)]
-        outputs[argv[1]] = run_seqvae(argv, capsys)
+        outputs[argv[1]] = outputs.get(argv[1], "") + run_seqvae(argv, capsys)
     assert outputs["models"].split()[0] == "zforcing"
-    assert "latent-lstm" in outputs["components"]
+    assert "latent-lstm" in outputs["components"] and "hidden: int = 512" in outputs["components"]
+    # config show applied timit's preset (zforcing's own eval_every is 500)
+    assert yaml.safe_load(outputs["config"])["train"]["eval_every"] == 1000
     rows = json.loads((timit_here / "runs" / "bench-timit" / "results.json").read_text())
     runs = [(m, s, None) for m in ("zforcing", "vrnn") for s in (0, 1, 2)]
     assert [(r["model"], r["seed"], r["error"]) for r in rows] == runs
@@ -252,57 +222,3 @@ def test_complete_zforcing_file_is_the_builtin_with_every_option(tmp_path, toy_n
     run_seqvae(["seqvae", "train", "--model", str(path), "--dataset", "npz", "--data", str(toy_npz),
             "--max-steps", "2", "--out", str(out)], capsys)  # fmt: skip
     assert yaml.safe_load((out / "config.yaml").read_text()) == resolved
-
-
-# ---------------------------------------------------------------------------- plugins
-
-
-@pytest.fixture
-def my_package(tmp_path, monkeypatch) -> Path:
-    """The README's plugin module written where its first line says, on sys.path."""
-    site = tmp_path / "site"
-    write_named_block(block("Writing a plugin", "python", 0), site)
-    (site / "my_package" / "__init__.py").write_text("")
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    for name in ("my_package.seqvae_plugin", "my_package"):
-        sys.modules.pop(name, None)
-
-
-@pytest.mark.slow
-def test_plugin_installed_through_its_entry_point_trains(my_package, tmp_path, toy_npz):
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11 or later
-    groups = tomllib.loads(block("Writing a plugin", "toml"))["project"]["entry-points"]
-    assert list(groups) == [hookspecs.PROJECT]
-    # installed as pip would install my_package: its metadata and entry points beside it
-    dist = my_package / "my_package-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my_package\nVersion: 0.1\n")
-    lines = [f"{name} = {module}" for name, module in groups[hookspecs.PROJECT].items()]
-    (dist / "entry_points.txt").write_text("\n".join([f"[{hookspecs.PROJECT}]", *lines, ""]))
-    importlib.invalidate_caches()
-    assert build_registry().get("prior", "deep-prior").provider == "my_package:deep-prior"
-
-    # a fresh process, as after `pip install my_package`, finds it by itself
-    deep = write_named_block(block("Writing a plugin", "yaml"), tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(my_package), "OMP_NUM_THREADS": "1"}
-    sets = [arg for item in [*TINY, "model.aux.reconstruction.hidden=6"] for arg in ("--set", item)]
-    for model, extra in (("zforcing", ["--set", "model.prior.component=deep-prior"]), (str(deep), [])):
-        out = tmp_path / Path(model).stem
-        train = [sys.executable, "-m", "seqvae", "train", "--model", model, "--dataset", "npz", "--data", str(toy_npz),
-                 "--max-steps", "2", "--out", str(out), *sets, *extra]  # fmt: skip
-        done = subprocess.run(train, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        assert yaml.safe_load((out / "config.yaml").read_text())["model"]["prior"]["component"] == "deep-prior"
-
-
-@pytest.mark.slow
-def test_plugin_quick_try_and_conformance_suite(my_package, tmp_path, monkeypatch):
-    (modules,) = re.findall(r"`SEQVAE_PLUGINS=([\w.,]+)`", README)
-    monkeypatch.setenv("SEQVAE_PLUGINS", modules)
-    assert build_registry().get("prior", "deep-prior").provider == "my_package.seqvae_plugin"
-    monkeypatch.delenv("SEQVAE_PLUGINS")
-
-    write_named_block(block("Writing a plugin", "yaml"), tmp_path)
-    monkeypatch.chdir(tmp_path)
-    exec(compile(block("Writing a plugin", "python", 1), "README.md (conformance)", "exec"), {})

@@ -3,11 +3,12 @@
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.venvs import dependency_pth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def test_wheel_in_a_fresh_venv_lists_and_builds_zforcing(tmp_path):
     # the heavy dependencies (torch, ...) come from this environment, appended after the
     # fresh site-packages, so seqvae itself can only be imported from the wheel
     site = Path(_run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    (site / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (site / "zz_deps.pth").write_text(dependency_pth())
 
     out = _run(str(venv / "bin" / "seqvae"), "models", cwd=tmp_path)
     assert out.split()[0] == "zforcing"
@@ -93,7 +94,7 @@ def test_editable_install_as_the_makefile_does_it(tmp_path):
     # the dependencies (torch, ..., and setuptools, which builds in that venv) come from this
     # environment, appended after the fresh site-packages as in the wheel test
     site = Path(_run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    (site / "zz_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (site / "zz_deps.pth").write_text(dependency_pth())
     pip_install = (sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
                    "--no-build-isolation")  # fmt: skip
     _, err = _run_both(*pip_install, "-e", str(src))

@@ -29,6 +29,18 @@ The properties (``conformance.CHECKS``; each check's docstring states it exactly
 - ``device``: on the ``meta`` device (no data, any accelerator's stand-in) the model trains
   through the fast path and samples: no tensor made on a fixed device, no value read back.
 
+Two kinds are also checked on their own (:mod:`seqvae.testing.likelihoods`,
+:mod:`seqvae.testing.datasets`; each property's docstring states it exactly):
+
+- ``conformance.check_likelihood(NAME)``: ``shapes``; ``normalised`` (exp(log_prob) sums to 1
+  over every outcome of a binary or categorical support, integrates to 1 by quadrature for
+  real values); ``sampling`` (``sample`` passes a chi-square or Kolmogorov-Smirnov test against
+  ``log_prob``, after Pyro's goodness-of-fit tests);
+- ``conformance.check_dataset(NAME, PATH)``: ``declarations`` (unit, support, likelihood, the
+  not-found hints), ``not-found`` (an empty folder is a UserError naming it), ``splits``,
+  ``shapes``, ``masks`` (0/1, a prefix of each row), ``support`` (finite values of the declared
+  support), ``inputs`` (u_t = x_{t-1}).
+
 Compositions are shrunk to tiny sizes generically (:func:`shrink`), so the suite runs in
 seconds on a CPU.
 """

@@ -9,9 +9,8 @@ the subject, the property, and the component the evidence points at.
 
 from __future__ import annotations
 
-import inspect
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from seqvae.model import SequenceModel, Trace
 from seqvae.objective import compute_terms
 from seqvae.slots import Component
 from seqvae.testing.batches import lengths_for, make_batch, posterior_noise
+from seqvae.testing.properties import Failure, Property
 from seqvae.testing.subjects import ConformanceError, ConformanceSkip, Subject, seeded
 
 SIZES = ((1, 1), (5, 2), (7, 3))
@@ -32,23 +32,10 @@ ATOL, RTOL = 1e-4, 1e-4
 """Tolerances of comparisons that may reorder float sums (one sequence alone vs in a batch)."""
 
 
-class Failure(Exception):
-    """A property does not hold; the message says how."""
-
-
 @dataclass(frozen=True)
-class Check:
-    """One property; calling it on a subject raises ConformanceError if it does not hold."""
-
-    name: str
-    fn: Callable[[Subject], None]
-
-    @property
-    def doc(self) -> str:
-        return inspect.getdoc(self.fn) or ""
-
-    def __str__(self) -> str:
-        return self.name
+class Check(Property):
+    """One property of a composition; calling it on a subject raises ConformanceError if it
+    does not hold, naming the component a crash came from."""
 
     def __call__(self, subject: Subject) -> None:
         try:

@@ -7,6 +7,12 @@ One call per subject, from any test::
     conformance.check_composition("my-model.yaml", registry=registry)   # or a name, mapping
     conformance.check_component("prior", "my-prior", registry=registry)
 
+Likelihoods are also checked as distributions on their own (normalised, consistent with their
+sampler), and data sets on data you provide::
+
+    conformance.check_likelihood("my-likelihood", registry=registry)
+    conformance.check_dataset("my-data", "tests/data/my-data", registry=registry)
+
 or one pytest test per (subject, property)::
 
     CASES = conformance.composition_cases() + conformance.component_cases(exclude_covered=True)
@@ -32,6 +38,8 @@ from seqvae.composition import Composition, builtin_compositions
 from seqvae.registry import Registry, default_registry
 from seqvae.slots import SLOTS
 from seqvae.testing.checks import CHECKS, Check
+from seqvae.testing.datasets import DATASET_CHECKS, check_dataset
+from seqvae.testing.likelihoods import LIKELIHOOD_CHECKS, check_likelihood
 from seqvae.testing.subjects import (
     Bases,
     Case,
@@ -41,7 +49,8 @@ from seqvae.testing.subjects import (
 )
 
 COMPONENT_KINDS = tuple(SLOTS)
-"""The registry kinds the suite covers: every model slot (data sets are not model components)."""
+"""The kinds checked inside compositions: every model slot (data sets are checked on their own,
+by :func:`check_dataset`, and likelihoods also as distributions, by :func:`check_likelihood`)."""
 
 Compositions = Mapping[str, Any] | Iterable[Any]
 """Names, YAML paths or Composition objects, or a mapping from a name to any of those or to a
@@ -193,7 +202,8 @@ def _named(compositions: Compositions | None) -> list[tuple[str, Any]]:
 
 
 __all__ = [
-    "CHECKS", "COMPONENT_KINDS", "Case", "Check", "ConformanceError", "ConformanceSkip", "Report",
-    "check_component", "check_composition", "component_cases", "composition_cases",
+    "CHECKS", "COMPONENT_KINDS", "DATASET_CHECKS", "LIKELIHOOD_CHECKS", "Case", "Check", "ConformanceError",
+    "ConformanceSkip", "Report", "check_component", "check_composition", "check_dataset", "check_likelihood",
+    "component_cases", "composition_cases",
     "covered_components", "run", "run_all",
 ]  # fmt: skip
