@@ -32,6 +32,7 @@ from seqvae.samples import write_samples
 from seqvae.train import Budget, train
 
 RESULT_FILE = "result.json"
+__all__ = ["BenchPlan", "composition_for", "preset_overrides", "finished_row", "run_bench", "run_guarded", "run_one"]
 
 
 @dataclass
@@ -61,9 +62,6 @@ def composition_for(plan: BenchPlan, model: str) -> Composition:
     return resolve_composition(model, plan.dataset, plan.dataset_name, plan.preset, plan.overrides)
 
 
-__all__ = ["BenchPlan", "composition_for", "preset_overrides", "run_bench", "run_one"]
-
-
 def _silent(text: str) -> None:
     pass
 
@@ -75,12 +73,10 @@ def run_one(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] =
     run_dir = plan.out / "runs" / name
     comp = composition_for(plan, model)
     done = run_dir / RESULT_FILE
-    if done.exists():
-        previous = json.loads(done.read_text())
-        # a finished run is reused only when everything that defines its row is the same
-        if previous.get("identity") == run_identity(plan, comp) and previous["row"].get("error") is None:
-            say(f"finished by an earlier run ({done})")
-            return previous["row"]
+    previous = finished_row(plan, model, seed, comp)
+    if previous is not None:
+        say(f"finished by an earlier run ({done})")
+        return previous
     resumed = (run_dir / "checkpoints" / "last.pt").exists()
     say(f"{'resuming' if resumed else 'training'} on {plan.dataset_name}, {budget_text(plan.budget)}")
     from torch.utils.tensorboard import SummaryWriter
@@ -108,6 +104,19 @@ def run_one(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] =
             writer.close()
         atomic_write_text(done, dumps({"identity": run_identity(plan, comp), "row": row}, indent=1))
     return row
+
+
+def finished_row(plan: BenchPlan, model: str, seed: int, comp: Composition | None = None) -> dict[str, Any] | None:
+    """The row of an earlier run of exactly this run (``result.json``), or None. A finished run
+    is reused only when everything that defines its row is the same, and it had no error."""
+    done = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / RESULT_FILE
+    if not done.exists():
+        return None
+    previous = json.loads(done.read_text())
+    comp = comp or composition_for(plan, model)
+    if previous.get("identity") == run_identity(plan, comp) and previous["row"].get("error") is None:
+        return previous["row"]
+    return None
 
 
 def run_identity(plan: BenchPlan, comp: Composition) -> dict[str, Any]:
@@ -191,23 +200,41 @@ def outcome_text(row: dict[str, Any]) -> str:
             f"test ELBO {row['elbo']:.4g} {row['unit']}{iwae}")  # fmt: skip
 
 
-def run_bench(plan: BenchPlan) -> list[dict[str, Any]]:
-    """All runs of the plan; returns the rows (errors included) and writes the result files."""
-    runs = [(model, seed) for model in plan.models for seed in plan.seeds]
+def plan_runs(plan: BenchPlan) -> list[tuple[str, int]]:
+    """The (model, seed) runs of a plan, in the order of its result rows."""
+    return [(model, seed) for model in plan.models for seed in plan.seeds]
+
+
+def announcer(plan: BenchPlan, number: int, model: str, seed: int, total: int | None = None) -> Callable[[str], None]:
+    """What run ``number`` of ``total`` (the plan's runs) says as it starts and ends (nothing on
+    a terminal)."""
     lines = plan.lines if plan.lines is not None else not sys.stdout.isatty()
+    tag = f"bench {number}/{total or len(plan_runs(plan))} {Path(model).stem} seed {seed}"
+    return _announcer(tag) if lines else _silent
+
+
+def run_guarded(plan: BenchPlan, model: str, seed: int, say: Callable[[str], None] = _silent) -> dict[str, Any]:
+    """:func:`run_one`, with a failure as the row's error (its traceback in the run's
+    ``error.log``), so that the other runs go on."""
+    try:
+        row = run_one(plan, model, seed, say)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # noqa: BLE001 -- recorded in the row, others go on
+        log = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / "error.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        row = error_row(plan, model, seed, error)
+    say(outcome_text(row))
+    return row
+
+
+def run_bench(plan: BenchPlan) -> list[dict[str, Any]]:
+    """All runs of the plan, one after the other; returns the rows (errors included) and writes
+    the result files after each run. ``seqvae bench --jobs N`` runs them in N processes
+    (:mod:`seqvae.bench_jobs`) and writes the same files."""
     rows = []
-    for number, (model, seed) in enumerate(runs, 1):
-        say = _announcer(f"bench {number}/{len(runs)} {Path(model).stem} seed {seed}") if lines else _silent
-        try:
-            row = run_one(plan, model, seed, say)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # noqa: BLE001 -- recorded in the row, others go on
-            log = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / "error.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(traceback.format_exc())
-            row = error_row(plan, model, seed, error)
-        say(outcome_text(row))
-        rows.append(row)
+    for number, (model, seed) in enumerate(plan_runs(plan), 1):
+        rows.append(run_guarded(plan, model, seed, announcer(plan, number, model, seed)))
         write_results(plan.out, rows)
     return rows

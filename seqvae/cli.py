@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a value in every composition (after the preset)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-<dataset>)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs in N processes at a time, each on its share of the cores (default 1)")
+    p.add_argument("--worker", metavar="I/N", help=argparse.SUPPRESS)  # one run of a --jobs bench
     p.set_defaults(run=cmd_bench)
 
     p = sub.add_parser("eval", parents=[common], help="evaluate one checkpoint")
@@ -310,11 +313,14 @@ def _csv(text: str, flag: str, cast=str) -> list:
 
 def cmd_bench(args) -> int:
     from seqvae.bench import BenchPlan, run_bench
+    from seqvae.bench_jobs import parse_worker, run_parallel, run_worker, worker_argv
     from seqvae.results import markdown
     from seqvae.train import Budget
 
     if args.iwae_k < 1:
         raise UserError(f"--iwae-k: expected a positive number, got {args.iwae_k}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected a positive number, got {args.jobs}")
     minutes = args.time_budget
     budget = Budget(args.max_steps, args.epochs, minutes)
     if args.max_steps is None and args.epochs is None and minutes is None:
@@ -322,13 +328,20 @@ def cmd_bench(args) -> int:
     budget.validate()
     precheck_likelihood(args.dataset, args.overrides)
     dataset = open_dataset(args.dataset, args.data, options=args.data_options)
-    out = Path(args.out or f"runs/bench-{args.dataset}")
+    out = args.out_path = Path(args.out or f"runs/bench-{args.dataset}")
     plan = BenchPlan(
         models=_csv(args.models, "--models"), dataset_name=args.dataset, dataset=dataset, out=out,
         seeds=_csv(args.seeds, "--seeds", int), budget=budget, preset=args.preset,
         iwae_k=args.iwae_k, device=_device(args.device), overrides=tuple(args.overrides),
     )  # fmt: skip
-    rows = run_bench(plan)
+    if args.worker:
+        run_worker(plan, *parse_worker(args.worker))
+        return 0
+    if args.jobs > 1:
+        rows = run_parallel(plan, args.jobs, lambda model, seed, number, total, threads: worker_argv(
+            args, model, seed, number, total, args.threads or threads))  # fmt: skip
+    else:
+        rows = run_bench(plan)
     print(markdown(rows))
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'results.md'}")
     print(f"tensorboard --logdir {out / 'tensorboard'}")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from seqvae_plugins.npz_dataset import NpzDataset
 
+import seqvae.objective
 import seqvae.train
 from seqvae.composition import load_composition
 from seqvae.errors import ConfigError, UserError
@@ -32,7 +33,7 @@ class NanGradient(torch.autograd.Function):
 def poison(monkeypatch, bad: dict[int, str]) -> None:
     """Training batch number ``i`` (0-based, skipped ones included) gets a NaN loss
     (``bad[i] == "loss"``) or a NaN gradient (``"grad"``); evaluation is left alone."""
-    real = seqvae.train.compute_terms
+    real = seqvae.objective.compute_terms  # what training calls (through BatchObjective)
     calls = iter(range(10**6))
 
     def compute_terms(*args, **kwargs):
@@ -44,7 +45,7 @@ def poison(monkeypatch, bad: dict[int, str]) -> None:
             terms.loss = NanGradient.apply(terms.loss)
         return terms
 
-    monkeypatch.setattr(seqvae.train, "compute_terms", compute_terms)
+    monkeypatch.setattr(seqvae.objective, "compute_terms", compute_terms)
 
 
 class Writer:
