@@ -1,8 +1,8 @@
 """Data-parallel training: ``torchrun --nproc_per_node=N -m seqvae train ...``.
 
 torchrun starts N processes with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and a rendezvous
-address in their environment; :func:`world` reads them (a plain process is a world of one, and
-then nothing here does anything). Every rank draws the same global batches from the same
+address in their environment; :func:`world` reads them (a process torchrun did not start is a
+world of one, and then nothing here does anything). Every rank draws the same global batches from the same
 shuffle generator and reads only its own columns of each (:meth:`seqvae.data.Split.batches`
 ``shard=``), padded to the global batch's length. It draws the global batch's posterior noise
 and keeps its columns, and weighs its mean loss by its share of the batch. DistributedDataParallel's
@@ -33,6 +33,9 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    launched: bool = False
+    """Started by torchrun: then a process group and DDP even for one process (so that
+    ``--nproc_per_node=1`` on a single GPU runs the nccl path too)."""
 
     @property
     def main(self) -> bool:
@@ -41,7 +44,7 @@ class World:
 
     @property
     def parallel(self) -> bool:
-        return self.size > 1
+        return self.launched
 
     @property
     def shard(self) -> tuple[int, int] | None:
@@ -61,7 +64,7 @@ def world(environ: dict[str, str] | None = None) -> World:
     if values["WORLD_SIZE"] < 1 or values["RANK"] >= values["WORLD_SIZE"]:
         raise UserError(f"$RANK={values['RANK']} and $WORLD_SIZE={values['WORLD_SIZE']}: expected 0 <= RANK < "
                         "WORLD_SIZE (start data-parallel runs with torchrun)")  # fmt: skip
-    return World(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"])
+    return World(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"], launched="WORLD_SIZE" in environ)
 
 
 def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
@@ -78,8 +81,9 @@ def start(w: World, device: str) -> str:
 
     if device.startswith("cuda"):
         if torch.cuda.device_count() <= w.local_rank:
-            raise UserError(f"--device cuda: local rank {w.local_rank} has no GPU of its own "
-                            f"({torch.cuda.device_count()} visible); start at most that many processes per node")  # fmt: skip
+            visible = torch.cuda.device_count()
+            raise UserError(f"--device cuda: local rank {w.local_rank} has no GPU of its own ({visible} visible); "
+                            "start at most that many processes per node (--nproc_per_node)")  # fmt: skip
         device = f"cuda:{w.local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():

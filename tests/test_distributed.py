@@ -63,7 +63,8 @@ def test_each_rank_reads_its_columns_of_the_global_batch_at_its_length(tmp_path)
 
 def test_world_comes_from_torchruns_environment():
     assert world({}) == World(0, 1, 0) and not world({}).parallel
-    assert world({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == World(1, 2, 1)
+    assert world({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == World(1, 2, 1, launched=True)
+    assert world({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}).parallel  # torchrun with one process
     for bad in ({"RANK": "2", "WORLD_SIZE": "2"}, {"WORLD_SIZE": "two"}, {"WORLD_SIZE": "0"}):
         with pytest.raises(UserError, match="torchrun"):
             world(bad)

@@ -58,6 +58,7 @@ def test_every_block_is_run_here():
     assert languages == {
         "": ["sh", "text"],  # test_make_demo_prints_what_the_quick_start_shows
         "Command line": ["sh"],  # test_command_line_examples
+        "Threads, parallel runs and data-parallel training": ["sh"],  # test_scale_out_examples
         "Reproducing the papers": ["sh"],  # test_reproduce_command_writes_its_report
         "Compositions": ["yaml", "sh", "yaml"],  # test_small_composition_*, test_complete_zforcing_*
     }
@@ -165,6 +166,29 @@ def test_command_line_examples(timit_here, capsys):
     assert config["model"]["decoder"]["hidden"] == 256 and config["model"]["aux"]["reconstruction"]["z_force"] is True
     assert json.loads(outputs["eval"])["iwae_k"] == 64
     assert np.load(timit_here / "samples.npz")["x"].shape == (8, 100, 200)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*the full TIMIT corpus has")
+def test_scale_out_examples(timit_here, capsys):
+    small = [arg for item in SMALL_BENCH for arg in ("--set", item)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    for argv in commands(block("Threads, parallel runs and data-parallel training", "sh")):
+        argv = tiny_budget(argv) + small
+        if argv[0] == "seqvae":
+            run_seqvae(argv, capsys)
+        else:  # torchrun, as the module it is, from this environment
+            assert argv[0] == "torchrun"
+            done = subprocess.run([sys.executable, "-m", "torch.distributed.run", *argv[1:]], env=env,
+                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+    runs = timit_here / "runs"
+    assert (runs / "zf-2threads" / "checkpoints" / "last.pt").is_file()
+    rows = json.loads((runs / "bench-jobs" / "results.json").read_text())
+    assert [(r["model"], r["seed"], r["error"]) for r in rows] == [(m, s, None) for m in ("zforcing", "vrnn")
+                                                                   for s in (0, 1)]  # fmt: skip
+    log = (runs / "zf-ddp" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log][-1] == 2  # rank 0 alone wrote it
 
 
 # ---------------------------------------------------------------------------- reproducing
