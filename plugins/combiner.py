@@ -49,7 +49,7 @@ class CombinerEncoder(Encoder):
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)
-        self.z_prev = field_slice(ctx.cond_fields, "z_prev", ctx.z_dim)
+        self.z_prev = field_slice(ctx.cond_fields, "z_prev", ctx.z_dim) if options.cond == "latent" else None
         if options.cond == "latent" and ctx.cond_fields is None and ctx.cond_dim < ctx.z_dim:  # undeclared
             raise ConfigError(
                 f"{ctx.path}.cond",

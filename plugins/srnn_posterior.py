@@ -67,7 +67,7 @@ class SRNNPosterior(Encoder):
             raise ConfigError(
                 ctx.path, "needs a decoder that shares its per-step states d_t (context_dim >= 1)"
             )
-        self.z_prev = field_slice(ctx.cond_fields, "z_prev", ctx.z_dim)
+        self.z_prev = field_slice(ctx.cond_fields, "z_prev", ctx.z_dim) if options.cond == "latent" else None
         if options.cond == "latent" and ctx.cond_fields is None and ctx.cond_dim < ctx.z_dim:  # undeclared
             raise ConfigError(
                 f"{ctx.path}.cond",
