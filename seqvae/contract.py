@@ -88,27 +88,23 @@ def field_reads(fields: Mapping[str, int] | None) -> frozenset[str] | None:
     return frozenset().union(*(FIELDS[name].reads for name in fields if name in FIELDS))
 
 
+_SCANS = {
+    # an input at step s that has read x_{<s}, x_s or x_{>s}, seen from step t >= s ...
+    "forward": {PAST: {PAST}, CURRENT: {PAST, CURRENT}, FUTURE: {PAST, CURRENT, FUTURE}},
+    # ... and from step t <= s
+    "backward": {PAST: {PAST, CURRENT, FUTURE}, CURRENT: {CURRENT, FUTURE}, FUTURE: {FUTURE}},
+}
+
+
 def forward_scan(inputs: Iterable[str]) -> frozenset[str]:
     """What a causal RNN's state at t has read, over inputs at steps s <= t that each read
-    ``inputs`` relative to s: x_s and x_{<s} are x_{<=t}; x_{>s} may be any step."""
-    inputs = frozenset(inputs)
-    out = set(inputs)
-    if inputs & {PAST, CURRENT}:
-        out.add(PAST)
-    if FUTURE in inputs:
-        out |= {PAST, CURRENT}
-    return frozenset(out)
+    ``inputs`` relative to s."""
+    return frozenset().union(*(_SCANS["forward"][e] for e in inputs))
 
 
 def backward_scan(inputs: Iterable[str]) -> frozenset[str]:
     """What a backward RNN's state at t has read, over inputs at steps s >= t."""
-    inputs = frozenset(inputs)
-    out = set(inputs)
-    if inputs & {CURRENT, FUTURE}:
-        out.add(FUTURE)
-    if PAST in inputs:
-        out |= {CURRENT, FUTURE}
-    return frozenset(out)
+    return frozenset().union(*(_SCANS["backward"][e] for e in inputs))
 
 
 def field_slice(fields: Mapping[str, int] | None, name: str, legacy_size: int) -> slice:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import warnings
 from typing import Any
 
 from seqvae.contract import Reads, Shared, declaration_problem, unmet
@@ -36,6 +37,8 @@ def check_decoder(decoder: Decoder, spec: SlotSpec, ctx: BuildContext, source: s
     contradicts the decoder (unknown names, sizes that do not add up, x_t in cond_t)."""
     ctx.cond_fields = _declared(type(decoder).cond_fields, spec.options, ctx)
     ctx.context_fields = _declared(type(decoder).context_fields, spec.options, ctx)
+    if ctx.cond_fields is None or ctx.context_fields is None:
+        _undeclared(f"decoder {spec.component!r} declares no fields of cond_t or its context")
     problem = declaration_problem(ctx.cond_fields, ctx.context_fields, decoder.cond_dim, decoder.context_dim)
     if problem:
         fix = "fix the decoder's declaration (docs/writing-plugins.md, 'The slot contracts')"
@@ -47,6 +50,8 @@ def record_encoder(encoder: Any, spec: SlotSpec, ctx: BuildContext, source: str)
     ctx.summary_dim = encoder.summary_dim
     reads = type(encoder).summary_reads(spec.options, ctx)
     ctx.summary_reads = None if reads is None else frozenset(reads)
+    if reads is None:
+        _undeclared(f"encoder {spec.component!r} does not declare what its summary has read (summary_reads)")
     if ctx.summary_reads is not None and bool(ctx.summary_reads) != (encoder.summary_dim > 0):
         raise ConfigError(f"{spec.path}.component", f"encoder {spec.component!r} declares a summary that has "
                           f"read {sorted(ctx.summary_reads) or 'nothing'} but has summary_dim {encoder.summary_dim}; "
@@ -82,6 +87,11 @@ def check_fit(kind: str, spec: SlotSpec, comp: Composition, ctx: BuildContext, r
     message = (f"{what} does not fit {' and '.join(_partner(slot, comp) for slot in partners)}: {parts}"
                f"{f' ({why})' if why else ''}. Fix: {fix}")  # fmt: skip
     raise ConfigError(f"{spec.path}.component", message, comp.source)
+
+
+def _undeclared(what: str) -> None:
+    warnings.warn(f"{what}: taken on trust, which is deprecated; declare it (docs/writing-plugins.md, "
+                  "'The slot contracts')", DeprecationWarning, stacklevel=3)  # fmt: skip
 
 
 def _kind_name(kind: str) -> str:
