@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.contract import ANY, PAST, Reads
 from seqvae.errors import ConfigError
 from seqvae.slots import AuxObjective
 
@@ -19,6 +20,12 @@ class BackwardLM(AuxObjective):
     """log p(x_t | Linear(b_{t+1})) per step."""
 
     name = "backward-lm"
+
+    @classmethod
+    def reads(cls, options, ctx) -> Reads:
+        # b_{t+1} must not have read x_t, the target: a summary that has read no x_{<t}
+        return Reads(summary=(ANY,), summary_unread=(PAST,),
+                     why="it predicts x_t from the summary at step t+1, which must not have read x_t")
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

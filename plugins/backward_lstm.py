@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.contract import CURRENT, backward_scan, field_reads
 from seqvae.fused import LoopLinear
 from seqvae.nn import ClampedLeakyReLU, lengths_from_mask, reverse_padded, split_gaussian
 from seqvae.slots import Encoder, EncoderFeatures
@@ -33,6 +34,12 @@ class BackwardLSTMEncoder(Encoder):
 
     name = "backward-lstm"
     Options = BackwardLSTMOptions
+
+    @classmethod
+    def summary_reads(cls, options, ctx) -> frozenset[str] | None:
+        # b_t reads x_t..x_T, and with use_context whatever the context read at those steps
+        context = field_reads(ctx.context_fields) if options.use_context else frozenset()
+        return None if context is None else backward_scan({CURRENT, *context})
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

@@ -5,8 +5,9 @@
     h_t = (tanh(Linear(z_{t-1})) + b_t) / 2    the combiner
     q(z_t | z_{t-1}, b_t) = N(Linear(h_t))
 
-z_{t-1} is read as the first latent_dim entries of cond_t (the ``state-space`` decoder's
-layout); ``cond: all`` reads the whole of cond_t.
+z_{t-1} is the field ``z_prev`` of cond_t, which the decoder declares (the ``state-space``
+decoder's cond_t holds it); ``cond: all`` reads the whole of cond_t instead. Both in-loop
+layers are loop layers (the fast path).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.contract import ANY, CURRENT, Reads, backward_scan, field_slice
 from seqvae.errors import ConfigError
+from seqvae.fused import LoopLinear
 from seqvae.nn import backward_rnn_states, split_gaussian
 from seqvae.slots import Encoder, EncoderFeatures
 
@@ -36,10 +39,18 @@ class CombinerEncoder(Encoder):
     name = "combiner"
     Options = CombinerOptions
 
+    @classmethod
+    def reads(cls, options, ctx) -> Reads:
+        return Reads(cond=("z_prev",) if options.cond == "latent" else (ANY,))
+
+    @classmethod
+    def summary_reads(cls, options, ctx) -> frozenset[str]:
+        return backward_scan({CURRENT})
+
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)
-        self.z_dim = ctx.z_dim
-        if options.cond == "latent" and ctx.cond_dim < ctx.z_dim:
+        self.z_prev = field_slice(ctx.cond_fields, "z_prev", ctx.z_dim) if options.cond == "latent" else None
+        if options.cond == "latent" and ctx.cond_fields is None and ctx.cond_dim < ctx.z_dim:  # undeclared
             raise ConfigError(
                 f"{ctx.path}.cond",
                 f"cond_t has {ctx.cond_dim} entries, fewer than latent_dim {ctx.z_dim}",
@@ -48,15 +59,15 @@ class CombinerEncoder(Encoder):
         self.rnn = nn.LSTM(options.embed, options.hidden)
         self.summary_dim = options.hidden
         cond_dim = ctx.z_dim if options.cond == "latent" else ctx.cond_dim
-        self.from_cond = nn.Linear(cond_dim, options.hidden)
-        self.out = nn.Linear(options.hidden, 2 * ctx.z_dim)
+        self.from_cond = LoopLinear(cond_dim, options.hidden)
+        self.out = LoopLinear(options.hidden, 2 * ctx.z_dim)
 
     def precompute(self, x: Tensor, mask: Tensor, context: Tensor | None) -> EncoderFeatures:
         states = backward_rnn_states(self.rnn, self.embed(x), mask)
         return EncoderFeatures(features=states, summary=states)
 
     def posterior(self, cond, features, prior=None) -> tuple[Tensor, Tensor]:
-        z_prev = cond[..., : self.z_dim] if self.options.cond == "latent" else cond
+        z_prev = cond[..., self.z_prev] if self.options.cond == "latent" else cond
         combined = 0.5 * (torch.tanh(self.from_cond(z_prev)) + features)
         return split_gaussian(self.out(combined))
 

@@ -13,6 +13,7 @@ from typing import Literal
 from torch import Tensor
 
 from seqvae import hookimpl
+from seqvae.contract import Reads
 from seqvae.errors import ConfigError
 from seqvae.nn import SplitMLP, split_gaussian
 from seqvae.slots import Encoder, EncoderFeatures
@@ -34,6 +35,15 @@ class FilteringMLPEncoder(Encoder):
 
     name = "filtering-mlp"
     Options = FilteringMLPOptions
+
+    @classmethod
+    def reads(cls, options, ctx) -> Reads:
+        # features of x_t itself: a context of other features would leave x_t unread
+        return Reads(context=("x_t",)) if options.features == "context" else Reads()
+
+    @classmethod
+    def summary_reads(cls, options, ctx) -> frozenset[str]:
+        return frozenset()  # no summary
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.contract import CURRENT, forward_scan
 from seqvae.nn import SplitMLP, split_gaussian
 from seqvae.slots import Encoder, EncoderFeatures
 
@@ -32,6 +33,10 @@ class ForwardLSTMEncoder(Encoder):
 
     name = "forward-lstm"
     Options = ForwardLSTMOptions
+
+    @classmethod
+    def summary_reads(cls, options, ctx) -> frozenset[str]:
+        return forward_scan({CURRENT})  # a_t has read x_1..x_t
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from seqvae import hookimpl
+from seqvae.contract import ANY, Reads
 from seqvae.errors import ConfigError
 from seqvae.fused import LoopLinear
 from seqvae.nn import mlp, split_gaussian
@@ -26,6 +27,10 @@ class GaussianMLPPrior(Prior):
 
     name = "gaussian-mlp"
     Options = GaussianMLPPriorOptions
+
+    @classmethod
+    def reads(cls, options, ctx) -> Reads:
+        return Reads(cond=(ANY,))
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

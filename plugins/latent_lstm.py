@@ -39,6 +39,14 @@ class LatentLSTMDecoder(Decoder):
     name = "latent-lstm"
     Options = LatentLSTMOptions
 
+    @classmethod
+    def cond_fields(cls, options, ctx) -> dict[str, int]:
+        return {"h_prev": options.hidden}
+
+    @classmethod
+    def context_fields(cls, options, ctx) -> dict[str, int]:
+        return {}
+
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)
         hidden = options.hidden

@@ -34,6 +34,14 @@ class LSTMDecoder(Decoder):
     Options = LSTMOptions
     uses_latent = False
 
+    @classmethod
+    def cond_fields(cls, options, ctx) -> dict[str, int]:
+        return {}  # no latents: nothing is drawn
+
+    @classmethod
+    def context_fields(cls, options, ctx) -> dict[str, int]:
+        return {}
+
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)
         self.embed = ctx.likelihood.input_embedding(ctx.x_dim, options.embed)

@@ -7,9 +7,10 @@
                             mu = mu_prior(z_{t-1}, d_t) + delta    ("Resq", the default)
                             mu = delta                             (resq: false)
 
-d_t is the decoder's context (the ``state-space`` decoder's forward GRU). z_{t-1} is read as the
-first latent_dim entries of cond_t, which is where the ``state-space`` decoder puts it
-(cond_t = [z_{t-1}, d_t]); ``cond: all`` reads the whole of cond_t instead.
+d_t is the decoder's context (the ``state-space`` decoder's forward GRU), z_{t-1} the field
+``z_prev`` of cond_t; both are declared by the decoder (the ``state-space`` decoder's cond_t is
+[z_{t-1}, d_t]). ``cond: all`` reads the whole of cond_t instead. The summary a_t has read x_t
+and, through d_t, x_{<t}; smoothing, also x_{>t}.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae import hookimpl
+from seqvae.contract import ANY, CURRENT, Reads, backward_scan, field_reads, field_slice
 from seqvae.errors import ConfigError
 from seqvae.nn import ClampedLeakyReLU, SplitMLP, backward_rnn_states, split_gaussian
 from seqvae.slots import Encoder, EncoderFeatures
@@ -47,14 +49,26 @@ class SRNNPosterior(Encoder):
     Options = SRNNPosteriorOptions
     uses_prior = True
 
+    @classmethod
+    def reads(cls, options, ctx) -> Reads:
+        return Reads(cond=("z_prev",) if options.cond == "latent" else (ANY,), context=("d_t",))
+
+    @classmethod
+    def summary_reads(cls, options, ctx) -> frozenset[str] | None:
+        context = field_reads(ctx.context_fields)
+        if context is None:
+            return None
+        inputs = {CURRENT, *context}  # a_t reads [d_t, x_t]
+        return backward_scan(inputs) if options.inference == "smooth" else frozenset(inputs)
+
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)
         if ctx.context_dim < 1:
             raise ConfigError(
                 ctx.path, "needs a decoder that shares its per-step states d_t (context_dim >= 1)"
             )
-        self.z_dim = ctx.z_dim
-        if options.cond == "latent" and ctx.cond_dim < ctx.z_dim:
+        self.z_prev = field_slice(ctx.cond_fields, "z_prev", ctx.z_dim) if options.cond == "latent" else None
+        if options.cond == "latent" and ctx.cond_fields is None and ctx.cond_dim < ctx.z_dim:  # undeclared
             raise ConfigError(
                 f"{ctx.path}.cond",
                 f"cond_t has {ctx.cond_dim} entries, fewer than latent_dim {ctx.z_dim}",
@@ -80,7 +94,7 @@ class SRNNPosterior(Encoder):
         return EncoderFeatures(features=self.net.first(a), summary=a)
 
     def posterior(self, cond, features, prior=None) -> tuple[Tensor, Tensor]:
-        z_prev = cond[..., : self.z_dim] if self.options.cond == "latent" else cond
+        z_prev = cond[..., self.z_prev] if self.options.cond == "latent" else cond
         mu, logvar = split_gaussian(self.net(features, z_prev))
         if self.options.resq:
             if prior is None:

@@ -10,7 +10,8 @@ With ``hidden: 0`` there is no deterministic path and the model is the Deep Mark
 d does not depend on the latents, so it is one fused ``nn.GRU`` call per sequence in
 :meth:`precompute`, which returns the GRU's last hidden state as the ``carry`` for a sampler
 feeding the inputs chunk by chunk. Only the latent chain z_{t-1} -> z_t runs in the loop, and
-:meth:`context` shares d_t with the encoder. cond_t always starts with z_{t-1}.
+:meth:`context` shares d_t with the encoder. cond_t is [z_{t-1}, d_t], as declared by
+:meth:`cond_fields`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class StateSpaceDecoder(Decoder):
 
     name = "state-space"
     Options = StateSpaceOptions
+
+    @classmethod
+    def cond_fields(cls, options, ctx) -> dict[str, int]:
+        return {"z_prev": ctx.z_dim, **({"d_t": options.hidden} if options.hidden else {})}
+
+    @classmethod
+    def context_fields(cls, options, ctx) -> dict[str, int]:
+        return {"d_t": options.hidden} if options.hidden else {}
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from seqvae import hookimpl
+from seqvae.contract import FUTURE, Reads
 from seqvae.errors import ConfigError
 from seqvae.nn import gaussian_log_prob, mlp, split_gaussian
 from seqvae.slots import AuxObjective
@@ -54,6 +55,10 @@ class SummaryReconstruction(AuxObjective):
 
     name = "summary-reconstruction"
     Options = SummaryReconstructionOptions
+
+    @classmethod
+    def reads(cls, options, ctx) -> Reads:
+        return Reads(summary=(FUTURE,), why="it makes z_t predictive of the encoder's summary of the future")
 
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)

@@ -58,6 +58,14 @@ class VRNNLSTMDecoder(Decoder):
     name = "vrnn-lstm"
     Options = VRNNLSTMOptions
 
+    @classmethod
+    def cond_fields(cls, options, ctx) -> dict[str, int]:
+        return {"h_prev": options.hidden}
+
+    @classmethod
+    def context_fields(cls, options, ctx) -> dict[str, int]:
+        return {"x_t": options.x_features}  # phi_x(x_t), shared with the posterior
+
     def __init__(self, options, ctx) -> None:
         super().__init__(options, ctx)
         hidden = options.hidden

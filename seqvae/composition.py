@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from seqvae import fitting
 from seqvae.errors import ConfigError, UserError
 from seqvae.model import SequenceModel
 from seqvae.options import parse, show_key, show_value, to_plain
@@ -329,7 +330,8 @@ class _Weight:
 
 
 def build_model(comp: Composition, x_dim: int, registry: Registry | None = None) -> SequenceModel:
-    """Instantiate the components in build order; dimension mismatches raise ConfigError."""
+    """Instantiate the components in build order; dimension mismatches, and parts whose
+    declarations do not fit (:mod:`seqvae.fitting`), raise ConfigError."""
     registry = registry or default_registry()
     ctx = BuildContext(x_dim=x_dim, z_dim=comp.latent_dim)
 
@@ -347,10 +349,17 @@ def build_model(comp: Composition, x_dim: int, registry: Registry | None = None)
     ctx.param_dim = likelihood.param_dim(x_dim)
     decoder = make("decoder", comp.slots["decoder"])
     ctx.cond_dim, ctx.context_dim = decoder.cond_dim, decoder.context_dim
+    # each part is checked against the decoder's and encoder's declarations before it is built
+    fitting.check_decoder(decoder, comp.slots["decoder"], ctx, comp.source)
     encoder = prior = None
     if decoder.uses_latent:
+        fitting.check_fit("encoder", comp.slots["encoder"], comp, ctx, registry)
         encoder = make("encoder", comp.slots["encoder"])
-        ctx.summary_dim = encoder.summary_dim
+        fitting.record_encoder(encoder, comp.slots["encoder"], ctx, comp.source)
+        fitting.check_fit("prior", comp.slots["prior"], comp, ctx, registry)
         prior = make("prior", comp.slots["prior"])
-    aux = {key: make("aux", spec) for key, spec in comp.aux.items()}
+    aux = {}
+    for key, spec in comp.aux.items():
+        fitting.check_fit("aux", spec, comp, ctx, registry)
+        aux[key] = make("aux", spec)
     return SequenceModel(likelihood, decoder, encoder, prior, aux, x_dim=x_dim, z_dim=comp.latent_dim)

@@ -347,6 +347,11 @@ def step_loop(steps: int) -> Iterator[None]:
             hub.end_forward()
 
 
+def in_step_loop() -> bool:
+    """True inside a :func:`step_loop` block, where :class:`LoopLinear` layers defer."""
+    return _LOOP.get() is not None
+
+
 def unbind_steps(sequence: Tensor) -> tuple[Tensor, ...]:
     """``sequence.unbind(0)``: the per-step slices of a (T, ...) tensor made before the loop.
 

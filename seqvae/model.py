@@ -7,6 +7,7 @@ Nothing here knows which model it runs; see :mod:`seqvae.slots` for the contract
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,10 @@ class SequenceModel(nn.Module):
         self.z_dim = z_dim
         self.compile_step = False
         """Run each step through ``torch.compile`` (training only; compiles on first use)."""
+        self.fast_path = True
+        """Run the step loop inside :func:`seqvae.fused.step_loop`, where in-loop layers defer
+        their weight gradients; False runs plain autograd, which must compute the same (the
+        conformance suite's ``fast-path`` property compares the two)."""
         self._compiled = None
 
     def draw_noise(self, steps: int, batch: int, device: torch.device | str, dtype: torch.dtype) -> Tensor | None:
@@ -110,7 +115,7 @@ class SequenceModel(nn.Module):
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
-        with step_loop(steps):
+        with step_loop(steps) if self.fast_path else contextlib.nullcontext():
             # unbind once: indexing [t] inside the loop would allocate a full-size gradient per
             # step; unbind_steps also lets in-loop layers add a whole precomputed sequence at once
             pre_steps = _unbind_dict(pre) or [{}] * steps  # a decoder may precompute nothing

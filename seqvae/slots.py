@@ -8,12 +8,18 @@ objectives*. The engine (:mod:`seqvae.model`) only ever talks to these interface
 The step contract covers the common dependency structures of stochastic RNNs (README.md,
 "How a model is assembled", has a table for the built-in models):
 
-- cond_t, what the prior and posterior read at step t, is whatever the decoder passes to
-  ``draw``: a deterministic state h_{t-1}, the previous latent z_{t-1}, both, or features of
-  the inputs;
+- cond_t, what the prior and posterior read at step t, is what the decoder passes to
+  ``draw``: named fields it declares (:meth:`Decoder.cond_fields`: a deterministic state
+  h_{t-1}, the previous latent z_{t-1}, a forward state d_t, ...; :mod:`seqvae.contract`);
 - the posterior's sequence-level features come from the encoder's own RNN over x, from the
   decoder's ``context`` (features the decoder shares), or both;
-- emission parameters may read the new state, the old one, z_t and per-step precompute.
+- emission parameters may read the new state, the old one, z_t and per-step precompute;
+- what each component reads of cond_t, of the decoder's context and of the encoder's summary
+  is declared too (:meth:`Component.reads`, :meth:`Encoder.summary_reads`): the builder
+  refuses a composition whose parts do not fit, naming both;
+- layers that run once per step inside the loop are :class:`seqvae.fused.LoopLinear` (or
+  :func:`seqvae.fused.linear_sum`): the engine's fast path, which the conformance suite's
+  ``fast-path`` property checks against plain autograd for every composition.
 
 A decoder whose recurrence reads x_t *after* emitting it applies that update at the start of
 step t+1, where x_t is the input u_{t+1}: every decoder reads u_t = x_{t-1} at step t, which
@@ -32,6 +38,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
+
+from seqvae.contract import Reads
 
 if TYPE_CHECKING:
     from seqvae.model import Trace
@@ -69,6 +77,12 @@ class BuildContext:
     """Size of the per-step summary the encoder shares with auxiliary objectives (0: none)."""
     path: str = "model"
     """YAML path of the slot being built, for error messages."""
+    cond_fields: dict[str, int] | None = None
+    """The decoder's declared fields of cond_t, in order, with sizes (None: undeclared)."""
+    context_fields: dict[str, int] | None = None
+    """The decoder's declared fields of its context (None: undeclared)."""
+    summary_reads: frozenset[str] | None = None
+    """What the encoder's summary at step t has read (None: undeclared)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,6 +96,13 @@ class Component(nn.Module):
     def __init__(self, options: Any, ctx: BuildContext) -> None:
         super().__init__()
         self.options = options
+
+    @classmethod
+    def reads(cls, options: Any, ctx: BuildContext) -> Reads:
+        """What this component, with ``options``, needs of the decoder's cond_t and context and
+        of the encoder's summary (:class:`seqvae.contract.Reads`); the builder checks it before
+        building the component. The default needs nothing: the component is never refused."""
+        return Reads()
 
 
 class Likelihood(Component, ABC):
@@ -124,6 +145,20 @@ class Decoder(Component, ABC):
     """False for deterministic decoders; those implement :meth:`unroll` instead of the loop."""
     cond_dim: int = 0
     context_dim: int = 0
+
+    @classmethod
+    def cond_fields(cls, options: Any, ctx: BuildContext) -> dict[str, int] | None:
+        """The named fields of cond_t, in the order they are concatenated, with their sizes
+        (names from :data:`seqvae.contract.FIELDS`: ``h_prev``, ``z_prev``, ``d_t``); they add
+        up to ``cond_dim`` and none has read x_t. ``{}``: no cond_t. None (the default):
+        undeclared, so nothing is checked against it (deprecated)."""
+        return None
+
+    @classmethod
+    def context_fields(cls, options: Any, ctx: BuildContext) -> dict[str, int] | None:
+        """The named fields of :meth:`context`, as :meth:`cond_fields` (``x_t`` here: features
+        of the current observation); they add up to ``context_dim``."""
+        return None
 
     @abstractmethod
     def precompute(self, u: Tensor, carry: Any = None) -> tuple[dict[str, Tensor], Any]:
@@ -182,6 +217,15 @@ class Encoder(Component, ABC):
     """True if :meth:`posterior` needs the prior's (mu, logvar) at step t (residual posteriors);
     the engine then evaluates the prior inside the loop instead of once after it."""
     summary_dim: int = 0
+
+    @classmethod
+    def summary_reads(cls, options: Any, ctx: BuildContext) -> frozenset[str] | None:
+        """Which observations the summary at step t has read, relative to t: a set of
+        :data:`seqvae.contract.PAST` (x_{<t}), ``CURRENT`` (x_t), ``FUTURE`` (x_{>t}); empty for
+        an encoder without a summary. ``ctx`` holds the decoder's declared fields, for an
+        encoder whose RNN reads the decoder's context (``contract.backward_scan`` and
+        ``forward_scan`` derive the set). None (the default): undeclared, not checked."""
+        return None
 
     @abstractmethod
     def precompute(self, x: Tensor, mask: Tensor, context: Tensor | None) -> EncoderFeatures:

@@ -28,6 +28,9 @@ The properties (``conformance.CHECKS``; each check's docstring states it exactly
 - ``sampling``: ``SequenceModel.sample`` gives finite, valid observations of the right shape.
 - ``device``: on the ``meta`` device (no data, any accelerator's stand-in) the model trains
   through the fast path and samples: no tensor made on a fixed device, no value read back.
+- ``fast-path``: in float64, the ELBO and every parameter gradient are the same with the
+  engine's fast step loop on (probes and weight hubs) and off; no plain ``nn.Linear`` runs
+  inside the loop (in-loop layers are ``seqvae.fused.LoopLinear``).
 
 Two kinds are also checked on their own (:mod:`seqvae.testing.likelihoods`,
 :mod:`seqvae.testing.datasets`; each property's docstring states it exactly):

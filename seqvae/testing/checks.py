@@ -10,8 +10,6 @@ the subject, the property, and the component the evidence points at.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +21,7 @@ from seqvae.model import SequenceModel, Trace
 from seqvae.objective import compute_terms
 from seqvae.slots import Component
 from seqvae.testing.batches import lengths_for, make_batch, posterior_noise
+from seqvae.testing.fastpath import check_fast_path, hub_threshold
 from seqvae.testing.properties import Failure, Property
 from seqvae.testing.subjects import ConformanceError, ConformanceSkip, Subject, seeded
 
@@ -380,7 +379,7 @@ def check_device(s: Subject) -> None:
     model = s.build().to("meta").train()
     u, x, mask = (t.to("meta") for t in (u, x, mask))
     for hub_min, path in ((fused.HUB_MIN_ELEMENTS, "probes"), (0, "weight hubs")):
-        with _hub_threshold(hub_min):  # the tiny layers through each deferred path in turn
+        with hub_threshold(hub_min):  # the tiny layers through each deferred path in turn
             terms = compute_terms(model, model(u, x, mask), s.comp, update=0)
             meta_params = dict(model.named_parameters())
             grads = dict(zip(meta_params, _grads(terms.loss, meta_params), strict=True))
@@ -395,18 +394,6 @@ def check_device(s: Subject) -> None:
     if xs.device.type != "meta":
         raise Failure(f"model.sample(..., device='meta') returned a tensor on {xs.device}; "
                       f"{s.describe('decoder')}, {s.describe('likelihood')}")
-
-
-@contextmanager
-def _hub_threshold(elements: float) -> Iterator[None]:
-    """In-loop layers of at least ``elements`` weights go through :mod:`seqvae.fused`'s weight
-    hubs, smaller ones through its probes."""
-    saved = fused.HUB_MIN_ELEMENTS
-    fused.HUB_MIN_ELEMENTS = elements
-    try:
-        yield
-    finally:
-        fused.HUB_MIN_ELEMENTS = saved
 
 
 def _grads(loss: Tensor, params: dict[str, Tensor]) -> tuple[Tensor | None, ...]:
@@ -425,5 +412,6 @@ CHECKS: tuple[Check, ...] = (
     Check("save-load", check_save_load),
     Check("sampling", check_sampling),
     Check("device", check_device),
+    Check("fast-path", check_fast_path),
 )
 """Every property, in the order :func:`~seqvae.testing.conformance.check_composition` runs them."""
