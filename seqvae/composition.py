@@ -40,7 +40,7 @@ from seqvae.settings import ObjectiveConfig, TrainConfig
 from seqvae.slots import BuildContext
 from seqvae.yamlio import load_yaml, loads
 
-MODEL_SLOTS = ("likelihood", "decoder", "encoder", "prior")
+MODEL_SLOTS = ("likelihood", "static", "decoder", "encoder", "prior")
 TOP_KEYS = ("description", "base", "model", "objective", "train")
 
 
@@ -286,6 +286,14 @@ def validate(raw: dict, registry: Registry, source: str = "<composition>", name:
                     f"decoder {decoder_cls.name!r} has no latent variables; remove this slot",
                     source,
                 )
+    if "static" in slots and not decoder_cls.reads_static:
+        raise ConfigError("model.static", f"decoder {decoder_cls.name!r} does not read a sequence-level latent, "
+                          "so f would be unused; remove this slot or choose a decoder that reads it "
+                          f"({_static_readers(registry) or 'none is registered'})", source)  # fmt: skip
+    if decoder_cls.reads_static and "static" not in slots:
+        static = ", ".join(e.name for e in registry.entries("static")) or "none is registered"
+        raise ConfigError("model.static", f"missing slot: decoder {decoder_cls.name!r} reads a sequence-level "
+                          f"latent f; add model.static with a component ({static})", source)  # fmt: skip
 
     aux_raw = model.get("aux") or {}
     if not isinstance(aux_raw, dict):
@@ -329,6 +337,10 @@ class _Weight:
 # --------------------------------------------------------------------------- building
 
 
+def _static_readers(registry: Registry) -> str:
+    return ", ".join(e.name for e in registry.entries("decoder") if e.cls.reads_static)
+
+
 def build_model(comp: Composition, x_dim: int, registry: Registry | None = None) -> SequenceModel:
     """Instantiate the components in build order; dimension mismatches, and parts whose
     declarations do not fit (:mod:`seqvae.fitting`), raise ConfigError."""
@@ -347,6 +359,8 @@ def build_model(comp: Composition, x_dim: int, registry: Registry | None = None)
     likelihood = make("likelihood", comp.slots["likelihood"])
     ctx.likelihood = likelihood
     ctx.param_dim = likelihood.param_dim(x_dim)
+    static = make("static", comp.slots["static"]) if "static" in comp.slots else None
+    ctx.static_dim = static.static_dim if static is not None else 0
     decoder = make("decoder", comp.slots["decoder"])
     ctx.cond_dim, ctx.context_dim = decoder.cond_dim, decoder.context_dim
     # each part is checked against the decoder's and encoder's declarations before it is built
@@ -362,4 +376,4 @@ def build_model(comp: Composition, x_dim: int, registry: Registry | None = None)
     for key, spec in comp.aux.items():
         fitting.check_fit("aux", spec, comp, ctx, registry)
         aux[key] = make("aux", spec)
-    return SequenceModel(likelihood, decoder, encoder, prior, aux, x_dim=x_dim, z_dim=comp.latent_dim)
+    return SequenceModel(likelihood, decoder, encoder, prior, aux, x_dim=x_dim, z_dim=comp.latent_dim, static=static)

@@ -44,6 +44,8 @@ FIELDS: dict[str, Field] = {
     "z_prev": Field("z_{t-1}", "the previous latent (at step 1: zeros or a learned z_0)", frozenset({PAST})),
     "d_t": Field("d_t", "a deterministic forward state over the inputs u_1..u_t = x_{<t}", frozenset({PAST})),
     "x_t": Field("phi(x_t)", "features of the current observation (context only)", frozenset({CURRENT})),
+    "f": Field("f", "the sequence-level latent of the static slot, drawn from q(f | x_{1:T}) (context only)",
+               frozenset({PAST, CURRENT, FUTURE})),
 }  # fmt: skip
 """The vocabulary of fields. cond_t holds none that reads x_t: the prior reads cond_t."""
 

@@ -175,4 +175,4 @@ def shard_noise(model, batch, dtype: torch.dtype):
     start, stop = batch.offset, batch.offset + batch.x.shape[1]
     if stop > batch.total:  # fill_empty's stand-in column past the end: any column serves
         start, stop = 0, batch.x.shape[1]
-    return noise[:, start:stop]
+    return noise.columns(start, stop)

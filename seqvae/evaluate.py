@@ -50,6 +50,8 @@ class Evaluation:
     """Mean KL per sequence for each latent dimension (Z,)."""
     active_units: int = 0
     iwae_k: int = 0
+    active_units_static: int | None = None
+    """Active dimensions of a sequence-level latent f (None: the model has none)."""
 
     def mean(self, key: str) -> float:
         """Per-sequence mean of a summed quantity."""
@@ -71,6 +73,9 @@ class Evaluation:
             "recon": self.sums["recon"] / per,
             "aux": self.sums.get("aux", 0.0) / per,
             "active_units": self.active_units,
+            # a sequence-level latent's KL is per sequence whatever the unit
+            "kl_static": None if "kl_static" not in self.sums else self.sums["kl_static"] / max(self.sequences, 1.0),
+            "active_units_static": self.active_units_static,
         }
 
 
@@ -82,7 +87,12 @@ def log_weights(trace: Trace) -> Tensor:
         log_pz = gaussian_log_prob(trace.z, trace.prior_mu, trace.prior_logvar).sum(-1)
         log_qz = gaussian_log_prob(trace.z, trace.post_mu, trace.post_logvar).sum(-1)
         log_w = log_w + (log_pz - log_qz) * mask
-    return log_w.sum(0)
+    log_w = log_w.sum(0)
+    if trace.static_z is not None:  # log N(f; 0, I) - log q(f | x), once per sequence
+        zeros = torch.zeros_like(trace.static_z)
+        log_w = log_w + (gaussian_log_prob(trace.static_z, zeros, zeros)
+                         - gaussian_log_prob(trace.static_z, trace.static_mu, trace.static_logvar)).sum(-1)  # fmt: skip
+    return log_w
 
 
 def iwae_bound(model: SequenceModel, batch: Batch, k: int, chunk: int | None = None) -> Tensor:
@@ -157,6 +167,11 @@ def evaluate(
             add("kl_per_dim", terms.kl_per_dim.sum((0, 1)), (z_dim,))
             add("mu_sum", (trace.post_mu * mask).sum((0, 1)), (z_dim,))
             add("mu_sq_sum", (trace.post_mu.pow(2) * mask).sum((0, 1)), (z_dim,))
+        if trace.static_z is not None:
+            f_dim = trace.static_z.shape[-1]
+            add("kl_static", terms.kl_static.sum())
+            add("f_sum", trace.static_mu.sum(0), (f_dim,))
+            add("f_sq_sum", trace.static_mu.pow(2).sum(0), (f_dim,))
         if iwae_k:
             add("iwae", iwae_bound(model, batch, iwae_k).sum())
 
@@ -171,5 +186,10 @@ def evaluate(
         mean = values.pop("mu_sum") / steps
         variance = values.pop("mu_sq_sum") / steps - mean.pow(2)
         active = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+    active_static = None
+    if "f_sum" in values:  # Cov over sequences of E_q[f]
+        mean = values.pop("f_sum") / max(sequences, 1.0)
+        variance = values.pop("f_sq_sum") / max(sequences, 1.0) - mean.pow(2)
+        active_static = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
     sums = {key: float(value) for key, value in values.items()}
-    return Evaluation(sequences, steps, sums, kl_per_dim, active, iwae_k)
+    return Evaluation(sequences, steps, sums, kl_per_dim, active, iwae_k, active_static)

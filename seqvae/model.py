@@ -15,7 +15,19 @@ from torch import Tensor, nn
 
 from seqvae.fused import step_loop, unbind_steps
 from seqvae.nn import gaussian_kl
-from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior, State
+from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior, State, StaticEncoder
+
+
+@dataclass
+class Noise:
+    """The standard-normal draws behind one forward pass's latents."""
+
+    steps: Tensor | None  # (T, B, Z) behind z_t
+    static: Tensor | None = None  # (B, F) behind a sequence-level f
+
+    def columns(self, start: int, stop: int) -> Noise:
+        """The draws of batch columns ``start:stop``."""
+        return Noise(*(None if n is None else n[..., start:stop, :] for n in (self.steps, self.static)))
 
 
 @dataclass
@@ -38,6 +50,9 @@ class Trace:
     features: Tensor | None = None  # (T, B, F) the encoder's posterior features
     noise: Tensor | None = None  # (T, B, Z) the standard-normal draws behind z
     encoder: Encoder | None = None
+    static_mu: Tensor | None = None  # (B, F) q(f | x) of a sequence-level latent f
+    static_logvar: Tensor | None = None
+    static_z: Tensor | None = None  # (B, F) the f the decoder read
 
     def local_z(self) -> Tensor:
         """z recomputed from detached (cond_t, features_t) and the same noise.
@@ -52,6 +67,13 @@ class Trace:
             prior = (self.prior_mu.detach(), self.prior_logvar.detach())
         mu, logvar = self.encoder.posterior(self.cond.detach(), self.features.detach(), prior)
         return torch.addcmul(mu, torch.exp(0.5 * logvar), self.noise)
+
+    def kl_static(self) -> Tensor | None:
+        """Analytic KL(q(f | x) || N(0, I)) per sequence (B,), or None without a static latent."""
+        if self.static_z is None:
+            return None
+        zeros = torch.zeros_like(self.static_mu)
+        return gaussian_kl(self.static_mu, self.static_logvar, zeros, zeros).sum(-1)
 
     def kl_per_dim(self) -> Tensor:
         """Analytic KL(q || p) per step and latent dimension (T, B, Z), masked."""
@@ -74,8 +96,10 @@ class SequenceModel(nn.Module):
         *,
         x_dim: int,
         z_dim: int = 0,
+        static: StaticEncoder | None = None,
     ) -> None:
         super().__init__()
+        self.static = static
         self.likelihood = likelihood
         self.decoder = decoder
         self.encoder = encoder
@@ -91,27 +115,43 @@ class SequenceModel(nn.Module):
         conformance suite's ``fast-path`` property compares the two)."""
         self._compiled = None
 
-    def draw_noise(self, steps: int, batch: int, device: torch.device | str, dtype: torch.dtype) -> Tensor | None:
-        """The posterior noise (T, B, Z) that :meth:`forward` draws when given none, from torch's
-        generator; None for a model without latents. A data-parallel rank draws its global
-        batch's and passes its own columns, so that N ranks draw what one process draws."""
+    def draw_noise(self, steps: int, batch: int, device: torch.device | str, dtype: torch.dtype) -> Noise | None:
+        """The noise that :meth:`forward` draws when given none, from torch's generator, in the
+        same order (a static latent's first); None for a model without latents. A data-parallel
+        rank draws its global batch's and passes its own columns, so that N ranks draw what
+        one process draws."""
+        static = self._draw_static(batch, device, dtype) if self.static is not None else None
         if not self.decoder.uses_latent:
-            return None
-        return torch.randn(steps, batch, self.z_dim, device=device, dtype=dtype)
+            return None if static is None else Noise(None, static)
+        return Noise(torch.randn(steps, batch, self.z_dim, device=device, dtype=dtype), static)
 
-    def forward(self, u: Tensor, x: Tensor, mask: Tensor, noise: Tensor | None = None) -> Trace:
-        """Unroll over a time-major batch; ``noise`` (T, B, Z) fixes the posterior samples."""
+    def _draw_static(self, batch: int, device, dtype) -> Tensor:
+        return torch.randn(batch, self.static.static_dim, device=device, dtype=dtype)
+
+    def forward(self, u: Tensor, x: Tensor, mask: Tensor, noise: Tensor | Noise | None = None) -> Trace:
+        """Unroll over a time-major batch; ``noise`` (a :class:`Noise`, or the (T, B, Z) draws
+        behind z alone) fixes the posterior samples."""
+        noise = noise if isinstance(noise, Noise) or noise is None else Noise(noise)
+        steps, batch = x.shape[:2]
         pre, _ = self.decoder.precompute(u)
+        static = {}
+        if self.static is not None:  # f first: the decoder's context and precompute carry it
+            mu_f, logvar_f = self.static(x, mask)
+            eps = noise.static if noise is not None and noise.static is not None else \
+                self._draw_static(batch, x.device, mu_f.dtype)  # fmt: skip
+            f = torch.addcmul(mu_f, torch.exp(0.5 * logvar_f), eps)
+            pre = {**pre, "static": f.unsqueeze(0).expand(steps, -1, -1)}
+            static = {"static_mu": mu_f, "static_logvar": logvar_f, "static_z": f}
         state = self.decoder.initial_state(u.shape[1])
         if not self.decoder.uses_latent:
             out, _ = self.decoder.unroll(pre, state)
             params = self.decoder.emission(out, None, pre)
-            return Trace(u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood)
+            return Trace(u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, **static)
 
         enc = self.encoder.precompute(x, mask, self.decoder.context(pre, x))
-        steps, batch = x.shape[:2]
+        noise = noise.steps if noise is not None else None
         if noise is None:
-            noise = self.draw_noise(steps, batch, x.device, enc.features.dtype)
+            noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
@@ -148,7 +188,7 @@ class SequenceModel(nn.Module):
             u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, z=z, cond=cond,
             post_mu=torch.stack(mus), post_logvar=torch.stack(logvars),
             prior_mu=prior_mu, prior_logvar=prior_logvar, summary=enc.summary,
-            features=enc.features, noise=noise, encoder=self.encoder,
+            features=enc.features, noise=noise, encoder=self.encoder, **static,
         )  # fmt: skip
 
     def _step(self, state: State, pre_t: dict[str, Tensor], feature_t: Tensor, noise_t: Tensor):
@@ -179,6 +219,7 @@ class SequenceModel(nn.Module):
         u = torch.zeros(1, n, self.x_dim, device=device)
         state = self.decoder.initial_state(n)
         carry = None
+        f = None if self.static is None else torch.randn(n, self.static.static_dim, device=device)
         xs, zs = [], []
 
         def draw(cond: Tensor) -> Tensor:
@@ -188,6 +229,8 @@ class SequenceModel(nn.Module):
 
         for _ in range(steps):
             pre, carry = self.decoder.precompute(u, carry)
+            if f is not None:  # f ~ N(0, I), once per sequence
+                pre = {**pre, "static": f.unsqueeze(0)}
             pre_t = {k: v[0] for k, v in pre.items()}
             zs.clear()
             if self.decoder.uses_latent:

@@ -1,7 +1,8 @@
 """From an unrolled :class:`~seqvae.model.Trace` to the training loss and the reported terms.
 
-Maximised: sum_t m_t [ log p(x_t | .) - beta KL_t + sum_k w_k aux_k,t ]. The reported ELBO uses
-beta = 1, no free bits and no auxiliary terms. All sums are over real steps (the mask), and
+Maximised: sum_t m_t [ log p(x_t | .) - beta KL_t + sum_k w_k aux_k,t ] - beta KL_f, where KL_f
+is the KL of a sequence-level latent f (the ``static`` slot), once per sequence. The reported
+ELBO uses beta = 1, no free bits and no auxiliary terms. All sums are over real steps (the mask), and
 per-sequence values are averaged over the batch: nats per sequence.
 """
 
@@ -26,10 +27,13 @@ class Terms:
     aux: dict[str, Tensor]
     kl_per_dim: Tensor
     """Masked KL per step and latent dimension (T, B, Z), for diagnostics."""
+    kl_static: Tensor | None = None
+    """KL of a sequence-level latent f per sequence (B,); ``kl`` is the per-step latents'."""
 
     @property
     def elbo(self) -> Tensor:
-        return self.log_px - self.kl
+        elbo = self.log_px - self.kl
+        return elbo if self.kl_static is None else elbo - self.kl_static
 
 
 def compute_terms(
@@ -50,6 +54,9 @@ def compute_terms(
     else:
         kl_train = kl
     beta = objective.kl_weight.at(update) if training else 1.0
+    kl_static = trace.kl_static()  # once per sequence; annealed with the rest, no free bits
+    if kl_static is not None:
+        kl_train = kl_train + kl_static
     per_sequence = -log_px + beta * kl_train
     aux = {}
     for key, term in model.aux.items():
@@ -60,7 +67,7 @@ def compute_terms(
         aux[key] = (term(trace) * mask).sum(0)
         if training:
             per_sequence = per_sequence - weight * aux[key]
-    return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux, kl_per_dim=kl_dims)
+    return Terms(loss=per_sequence.mean(), log_px=log_px, kl=kl, aux=aux, kl_per_dim=kl_dims, kl_static=kl_static)
 
 
 def weights_at(comp: Composition, update: int | Progress) -> dict[str, float]:

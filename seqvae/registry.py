@@ -31,7 +31,7 @@ import pluggy
 from seqvae import hookspecs
 from seqvae.errors import UserError
 
-KINDS = ("likelihood", "decoder", "encoder", "prior", "aux", "dataset")
+KINDS = ("likelihood", "static", "decoder", "encoder", "prior", "aux", "dataset")
 """Registry kinds: the model slots and data sets."""
 
 PLUGINS_ENV = "SEQVAE_PLUGINS"
@@ -174,10 +174,9 @@ class Registrar:
 def _bases() -> dict[str, type]:
     # imported here: seqvae.slots and seqvae.data import torch, which the registry itself doesn't need
     from seqvae.data import Dataset
-    from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior
+    from seqvae.slots import SLOTS
 
-    return {"likelihood": Likelihood, "decoder": Decoder, "encoder": Encoder, "prior": Prior,
-            "aux": AuxObjective, "dataset": Dataset}  # fmt: skip
+    return {**SLOTS, "dataset": Dataset}
 
 
 def one_line(error: BaseException) -> str:

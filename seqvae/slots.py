@@ -75,6 +75,8 @@ class BuildContext:
     """Size of the per-step sequence features the decoder shares with encoders (0: none)."""
     summary_dim: int = 0
     """Size of the per-step summary the encoder shares with auxiliary objectives (0: none)."""
+    static_dim: int = 0
+    """Size of the sequence-level latent f (set by the static slot; 0: none)."""
     path: str = "model"
     """YAML path of the slot being built, for error messages."""
     cond_fields: dict[str, int] | None = None
@@ -143,6 +145,12 @@ class Decoder(Component, ABC):
     slot = "decoder"
     uses_latent: ClassVar[bool] = True
     """False for deterministic decoders; those implement :meth:`unroll` instead of the loop."""
+    reads_static: ClassVar[bool] = False
+    """True: the decoder reads the sequence-level latent f of the ``static`` slot. The engine
+    adds it to the precompute as ``pre["static"]``, f broadcast over the steps (T, B, F),
+    before :meth:`context`, the step loop and :meth:`emission` read it; when generating, f is
+    drawn from N(0, I) once per sequence. A composition with a static slot needs such a
+    decoder, and such a decoder a static slot."""
     cond_dim: int = 0
     context_dim: int = 0
 
@@ -271,8 +279,29 @@ class AuxObjective(Component, ABC):
         """Per-step term (T, B) from the unrolled model."""
 
 
+class StaticEncoder(Component, ABC):
+    """A sequence-level latent f: its posterior q(f | x_{1:T}) as a diagonal Gaussian; its
+    prior is N(0, I).
+
+    Set ``self.static_dim`` (the size of f) in ``__init__``. The engine draws one f per
+    sequence before the step loop (f = mu + sigma * eps), hands it to the decoder
+    (:attr:`Decoder.reads_static`), adds KL(q(f | x) || N(0, I)) once per sequence to the KL
+    (reported on its own as ``kl_static``), and scores log N(f; 0, I) - log q(f | x) in the
+    IWAE bound. A composition names it under ``model.static``.
+    """
+
+    slot = "static"
+    static_dim: int = 0
+
+    @abstractmethod
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(f | x_{1:T}), each (B, F), from x (T, B, D) and its mask (T, B)
+        (padding must not change them)."""
+
+
 SLOTS: dict[str, type[Component]] = {
     "likelihood": Likelihood,
+    "static": StaticEncoder,
     "decoder": Decoder,
     "encoder": Encoder,
     "prior": Prior,

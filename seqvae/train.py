@@ -203,8 +203,9 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
             val_log.write(json.dumps(line) + "\n")
         if writer is not None:
             writer.add_scalar("val/elbo", summary["elbo"], step)
-            if "iwae" in summary:
-                writer.add_scalar("val/iwae", summary["iwae"], step)
+            for key in ("iwae", "kl_static"):
+                if key in summary:
+                    writer.add_scalar(f"val/{key}", summary[key], step)
             if ev.kl_per_dim.numel():
                 writer.add_histogram("val/kl_per_dim", ev.kl_per_dim, step)
         if summary["elbo"] > state.best["elbo"] or not best_path.exists():
@@ -305,7 +306,8 @@ def _same_composition(stored: dict, config: dict) -> bool:
 
 def _term_means(terms) -> dict[str, float]:
     """A batch's mean ELBO, KL and auxiliary costs (``aux/KEY``), for the log."""
-    return {"elbo": terms.elbo.detach().mean().item(), "kl": terms.kl.detach().mean().item(),
+    static = {} if terms.kl_static is None else {"kl_static": terms.kl_static.detach().mean().item()}
+    return {"elbo": terms.elbo.detach().mean().item(), "kl": terms.kl.detach().mean().item(), **static,
             **{f"aux/{k}": -v.detach().mean().item() for k, v in terms.aux.items()}}  # fmt: skip
 
 
@@ -318,7 +320,8 @@ def _record(comp, means, at, loss, grad_norm, optimizer, state: RunState) -> dic
     aux_weights = [v for k, v in weights.items() if k.startswith("aux_weight/")]
     return {
         "step": step, "epoch": at.epoch, "loss": loss, "elbo": means["elbo"],
-        "kl": means["kl"], "aux": sum(aux.values()) if aux else 0.0,
+        "kl": means["kl"], **({"kl_static": means["kl_static"]} if "kl_static" in means else {}),
+        "aux": sum(aux.values()) if aux else 0.0,
         **aux, "kl_weight": weights["kl_weight"], "aux_weight": aux_weights[0] if aux_weights else 0.0,
         **weights, "grad_norm": grad_norm, "lr": optimizer.param_groups[0]["lr"],
         "skipped_steps": state.skipped_steps, "seconds": state.train_seconds,
