@@ -21,6 +21,7 @@ import os
 import traceback
 import warnings
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,9 @@ from seqvae import hookspecs
 from seqvae.errors import UserError
 
 KINDS = ("likelihood", "decoder", "encoder", "prior", "aux", "dataset")
+ENGINE_KEYS: dict[str, set[str]] = {"encoder": {"flow"}, "aux": {"weight"}}
+"""Keys of a slot's YAML mapping that the engine reads itself (the encoder's flow, an auxiliary
+objective's weight schedule), so no component of that kind may have an option of that name."""
 """Registry kinds: the model slots and data sets."""
 
 PLUGINS_ENV = "SEQVAE_PLUGINS"
@@ -112,6 +116,12 @@ class Registry:
         problem = options_class_problem(getattr(cls, "Options", None))
         if problem:
             raise InvalidComponent(f"{what}.Options: {problem}")
+        taken = sorted(ENGINE_KEYS.get(kind, set()) & {f.name for f in dataclasses.fields(cls.Options)})
+        if taken:
+            raise InvalidComponent(
+                f"{what}.Options: option {taken[0]!r} is a key the engine reads itself in every "
+                f"{kind} slot; rename the option"
+            )
         known = self._entries[kind].get(name)
         if known is not None and known.cls is not cls:
             raise InvalidComponent(

@@ -130,3 +130,27 @@ def test_the_flow_survives_the_composition_round_trip_and_a_change_of_encoder():
     swapped = load_composition("dkf-iaf", ["model.encoder.component=srnn-posterior"])
     assert swapped.slots["encoder"].flow.steps == 2
     assert "flow" not in load_composition("dkf").to_dict()["model"]["encoder"]  # as it always read
+
+
+def test_an_encoder_with_an_option_named_flow_is_refused_at_registration():
+    from dataclasses import dataclass
+
+    from seqvae.registry import InvalidComponent, build_registry
+    from seqvae.slots import Encoder
+
+    @dataclass
+    class Taken:
+        flow: int = 1
+
+    class FlowingEncoder(Encoder):
+        name = "flowing"
+        Options = Taken
+
+        def precompute(self, x, mask, context):
+            raise NotImplementedError
+
+        def posterior(self, cond, features, prior):
+            raise NotImplementedError
+
+    with pytest.raises(InvalidComponent, match="option 'flow' is a key the engine reads itself"):
+        build_registry().add(FlowingEncoder, "acme")
