@@ -14,6 +14,7 @@ names; no string from a composition, a data option or a checkpoint is ever impor
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.metadata
@@ -21,7 +22,6 @@ import os
 import traceback
 import warnings
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path

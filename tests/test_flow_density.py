@@ -7,7 +7,6 @@ the slogdet of the autograd Jacobian: neither reuses the flow's own log-det form
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch.distributions import Independent, Normal, Transform, TransformedDistribution, constraints
 from torch.nn import functional as F
@@ -15,14 +14,6 @@ from torch.nn import functional as F
 from seqvae.flow import FlowOptions, InverseAutoregressiveFlow
 
 Z, C, B = 5, 3, 7
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _flow(steps: int = 2, context: bool = True, hidden: int = 11, seed: int = 0) -> InverseAutoregressiveFlow:

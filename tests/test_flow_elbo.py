@@ -26,14 +26,6 @@ TINY = {
 MODELS = list(TINY)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(name: str, *overrides: str, seed: int = 0):
     comp = load_composition(name, [*TINY[name], *overrides])
     torch.manual_seed(seed)

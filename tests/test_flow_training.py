@@ -23,14 +23,6 @@ FLOW = ["model.encoder.flow.steps=2", "model.encoder.flow.hidden=6"]
 JSB_PICKLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb" / "jsb-chorales-quarter.pkl"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("context", ["false", "true"])
 @pytest.mark.parametrize("name", ["dkf", "zforcing"])
 def test_a_flow_on_either_model_passes_the_conformance_suite(name, context):
@@ -118,7 +110,7 @@ def test_the_fast_path_gives_the_plain_elbo_and_gradients_with_a_flow(name):
         torch.testing.assert_close(other_loss, loss, rtol=1e-10, atol=1e-10)
         assert other_grads.keys() == grads.keys()
         for k in grads:
-            torch.testing.assert_close(other_grads[k], grads[k], rtol=1e-9, atol=1e-10, msg=lambda m, k=k: f"{path} {k}: {m}")
+            torch.testing.assert_close(other_grads[k], grads[k], rtol=1e-9, atol=1e-10, msg=lambda m, k=k, p=path: f"{p} {k}: {m}")
 
 
 def test_the_compiled_step_computes_what_the_eager_step_computes_with_a_flow():

@@ -154,8 +154,8 @@ def check_padding(s: Subject) -> None:
     """Three sequences of real lengths 6, 3 and 1 in one batch of 9 steps, every padded step
     of u and x holding garbage and mask 0, posterior noise fixed: each sequence's masked ELBO
     and masked auxiliary terms, and on its real steps cond, posterior and prior (mu, logvar),
-    z, a flow posterior's log q(z), emission params, log_prob and the encoder's summary, equal those of the same sequence
-    run alone, unpadded, with the same noise (atol 1e-4 + rtol 1e-4); the encoder's summary
+    z, a flow posterior's log q(z), emission params, log_prob and the encoder's summary, equal
+    those of the same sequence run alone, unpadded, with the same noise (atol 1e-4 + rtol 1e-4); the encoder's summary
     is exactly zero on padding."""
     model = s.build().eval()
     lengths, steps = [6, 3, 1], 9
