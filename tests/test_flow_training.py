@@ -134,3 +134,9 @@ def test_the_compiled_step_computes_what_the_eager_step_computes_with_a_flow():
     assert grads_a.keys() == grads_b.keys() and any(k.startswith("flow.") for k in grads_a)
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-5)
+
+
+def test_seqvae_components_shows_the_flow_block_of_any_encoder(capsys):
+    assert main(["components", "filtering-mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "model.encoder.flow.KEY" in out and "steps: int = 0" in out
