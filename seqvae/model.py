@@ -80,12 +80,13 @@ class Trace:
         """log p(z_t | cond_t) per step (T, B), unmasked."""
         return gaussian_log_prob(self.z, self.prior_mu, self.prior_logvar).sum(-1)
 
-    def kl(self) -> Tensor:
-        """The KL term per sequence (B,), masked: analytic for the encoder's Gaussian; for a
-        flow posterior, which has no closed form, the single-sample estimate
+    def kl(self, per_dim: Tensor | None = None) -> Tensor:
+        """The KL term per sequence (B,), masked: analytic for the encoder's Gaussian (from
+        ``per_dim``, :meth:`kl_per_dim`'s result, where the caller has it already); for a flow
+        posterior, which has no closed form, the single-sample estimate
         sum_t log q(z_t) - log p(z_t) at the trace's z."""
         if self.post_log_prob is None:
-            return self.kl_per_dim().sum((0, 2))
+            return (self.kl_per_dim() if per_dim is None else per_dim).sum((0, 2))
         return ((self.log_q() - self.log_p()) * self.mask).sum(0)
 
 

@@ -46,7 +46,7 @@ def compute_terms(
     objective, mask = comp.objective, trace.mask
     log_px = (trace.likelihood.log_prob(trace.params, trace.x) * mask).sum(0)
     kl_dims = trace.kl_per_dim()
-    kl = trace.kl()  # analytic, or for a flow posterior the sampled log q(z) - log p(z)
+    kl = trace.kl(kl_dims)  # analytic, or for a flow posterior the sampled log q(z) - log p(z)
     if training and objective.free_bits > 0:
         if trace.post_log_prob is not None:  # validation refuses this; a model built by hand may not
             raise ConfigError("objective.free_bits", FREE_BITS_WITH_FLOW)
