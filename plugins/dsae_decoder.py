@@ -37,6 +37,7 @@ class DSAEDecoder(Decoder):
     name = "dsae"
     Options = DSAEOptions
     reads_static = True
+    cond_for_prior = True  # h_t exists for p(z_{t+1} | h_t) alone
 
     @classmethod
     def cond_fields(cls, options, ctx) -> dict[str, int]:

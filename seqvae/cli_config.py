@@ -103,6 +103,12 @@ def _print_detail(entry) -> None:
     for line in (line for line in rest if line.strip()):
         print(f"  {line}")
     _print_options(entry, indent="  ")
+    if entry.kind == "encoder":  # the engine's block: the same for every encoder
+        from seqvae.describe import option_docs
+        from seqvae.flow import FlowOptions
+
+        print("  flow on its posterior (model.encoder.flow.KEY, for any encoder; seqvae/flow.py):")
+        _print_option_docs(option_docs(FlowOptions), "  ")
 
 
 def _print_options(entry, indent: str) -> None:
@@ -117,8 +123,12 @@ def _print_options(entry, indent: str) -> None:
         how = f"model.{entry.kind}.KEY in a composition, or --set model.{entry.kind}.KEY=VALUE"
     if not options:
         print(f"{indent}options: none")
-        return
-    print(f"{indent}options ({how}):")
+    else:
+        print(f"{indent}options ({how}):")
+        _print_option_docs(options, indent)
+
+
+def _print_option_docs(options, indent: str) -> None:
     for option in options:
         print(f"{indent}  {option.name}: {option.type} = {option.default}")
         if option.doc:

@@ -8,7 +8,8 @@ A composition is a YAML mapping (built-in ones live in ``registry.yaml``)::
       latent_dim: 256
       likelihood: {component: gaussian}
       decoder:    {component: latent-lstm, embed: 512, hidden: 1024}
-      encoder:    {component: backward-lstm, embed: 512, hidden: 1024, mlp: 512}
+      encoder:    {component: backward-lstm, embed: 512, hidden: 1024, mlp: 512,
+                   flow: {steps: 2, hidden: 256}}   # optional: IAF steps on q (seqvae.flow)
       prior:      {component: gaussian-mlp, hidden: 512}
       aux:                    # zero or more, by a name of your choice; `weight` is a schedule
         reconstruction: {component: summary-reconstruction, hidden: 512, weight: 0.5}
@@ -17,6 +18,9 @@ A composition is a YAML mapping (built-in ones live in ``registry.yaml``)::
 
 In a ``base:`` merge and in ``--set`` overrides, ``null`` deletes a key (``--set
 model.aux.reconstruction=null`` drops that objective).
+
+Two option blocks belong to the engine, not to a component, and survive a change of component
+(:data:`ENGINE_BLOCKS`): an auxiliary objective's ``weight`` and the encoder's ``flow``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 from seqvae import fitting
 from seqvae.errors import ConfigError, UserError
+from seqvae.flow import FlowOptions, build_flow
 from seqvae.model import SequenceModel
 from seqvae.options import parse, show_key, show_value, to_plain
 from seqvae.registry import Registry, default_registry
@@ -42,6 +47,14 @@ from seqvae.yamlio import load_yaml, loads
 
 MODEL_SLOTS = ("likelihood", "static", "decoder", "encoder", "prior")
 TOP_KEYS = ("description", "base", "model", "objective", "train")
+ENGINE_BLOCKS: dict[str, dict[str, type]] = {"encoder": {"flow": FlowOptions}}
+"""Option blocks of a slot that the engine reads itself, whatever the component (the aux
+``weight`` schedule is the other one): ``model.encoder.flow`` wraps any encoder's Gaussian."""
+FREE_BITS_WITH_FLOW = (
+    "free bits clamp the KL of each latent dimension, which a flow "
+    "posterior (model.encoder.flow.steps > 0) has no closed form of; set objective.free_bits=0 "
+    "or model.encoder.flow.steps=0"
+)
 
 
 @dataclass
@@ -51,6 +64,8 @@ class SlotSpec:
     path: str
     weight: Schedule | None = None
     """Auxiliary objectives only: the weight schedule (key ``weight``, default 1)."""
+    flow: FlowOptions | None = None
+    """The encoder only: the flow on its posterior (key ``flow``; steps 0 by default)."""
 
 
 @dataclass
@@ -71,7 +86,9 @@ class Composition:
 
         def spec(s: SlotSpec) -> dict[str, Any]:
             weight = {} if s.weight is None else {"weight": to_plain(s.weight)}
-            return {"component": s.component, **to_plain(s.options), **weight}
+            # written only when set: a composition without a flow reads as it always did
+            flow = {} if s.flow in (None, FlowOptions()) else {"flow": to_plain(s.flow)}
+            return {"component": s.component, **to_plain(s.options), **weight, **flow}
 
         model: dict[str, Any] = {"latent_dim": self.latent_dim}
         model.update({slot: spec(s) for slot, s in self.slots.items()})
@@ -234,7 +251,8 @@ def _apply_override(raw: dict, item: str) -> None:
 
 
 def _fresh_slot(spec: dict) -> dict:
-    return {k: v for k, v in spec.items() if k == "weight"}
+    # what the engine reads itself is not the replaced component's: it stays
+    return {k: v for k, v in spec.items() if k in ("weight", "flow")}
 
 
 # --------------------------------------------------------------------------- validation
@@ -304,6 +322,9 @@ def validate(raw: dict, registry: Registry, source: str = "<composition>", name:
            for key, spec in aux_raw.items()}  # fmt: skip
 
     objective = parse(ObjectiveConfig, raw.get("objective"), "objective", source)
+    flow = slots["encoder"].flow if "encoder" in slots else None
+    if flow is not None and flow.steps > 0 and objective.free_bits > 0:
+        raise ConfigError("objective.free_bits", FREE_BITS_WITH_FLOW, source)
     train = parse(TrainConfig, raw.get("train"), "train", source)
     description = raw.get("description") or ""
     if not isinstance(description, str):
@@ -319,6 +340,9 @@ def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str)
     weight = None
     if kind == "aux":
         weight = parse(_Weight, {"weight": spec.pop("weight", 1.0)}, path, source).weight
+    flow = None
+    if kind == "encoder":
+        flow = parse(FlowOptions, spec.pop("flow", None), f"{path}.flow", source)
     if not isinstance(component, str):
         raise ConfigError(f"{path}.component", f"expected a component name, got {show_value(component)}", source)
     try:
@@ -326,7 +350,7 @@ def _slot_spec(registry: Registry, kind: str, spec: Any, path: str, source: str)
     except UserError as error:
         raise ConfigError(f"{path}.component", str(error), source) from None
     options = parse(entry.cls.Options, spec, path, source)
-    return SlotSpec(component, options, path, weight)
+    return SlotSpec(component, options, path, weight, flow)
 
 
 @dataclass
@@ -365,15 +389,18 @@ def build_model(comp: Composition, x_dim: int, registry: Registry | None = None)
     ctx.cond_dim, ctx.context_dim = decoder.cond_dim, decoder.context_dim
     # each part is checked against the decoder's and encoder's declarations before it is built
     fitting.check_decoder(decoder, comp.slots["decoder"], ctx, comp.source)
-    encoder = prior = None
+    encoder = prior = flow = None
     if decoder.uses_latent:
         fitting.check_fit("encoder", comp.slots["encoder"], comp, ctx, registry)
         encoder = make("encoder", comp.slots["encoder"])
         fitting.record_encoder(encoder, comp.slots["encoder"], ctx, comp.source)
+        flow = build_flow(comp.slots["encoder"].flow, comp.latent_dim, ctx.cond_dim)
         fitting.check_fit("prior", comp.slots["prior"], comp, ctx, registry)
         prior = make("prior", comp.slots["prior"])
+        fitting.check_cond_is_read(comp, ctx, registry)
     aux = {}
     for key, spec in comp.aux.items():
         fitting.check_fit("aux", spec, comp, ctx, registry)
         aux[key] = make("aux", spec)
-    return SequenceModel(likelihood, decoder, encoder, prior, aux, x_dim=x_dim, z_dim=comp.latent_dim, static=static)
+    return SequenceModel(likelihood, decoder, encoder, prior, aux, x_dim=x_dim, z_dim=comp.latent_dim, flow=flow,
+                         static=static)

@@ -16,7 +16,6 @@ from torchmetrics import Metric
 from seqvae.composition import Composition
 from seqvae.data import Batch, Split, in_unit
 from seqvae.model import SequenceModel, Trace
-from seqvae.nn import gaussian_log_prob
 from seqvae.objective import compute_terms
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -83,15 +82,11 @@ def log_weights(trace: Trace) -> Tensor:
     """log p(x, z) - log q(z | x) per sequence (B,), for the sampled z of the trace."""
     mask = trace.mask
     log_w = trace.likelihood.log_prob(trace.params, trace.x) * mask
-    if trace.z is not None:
-        log_pz = gaussian_log_prob(trace.z, trace.prior_mu, trace.prior_logvar).sum(-1)
-        log_qz = gaussian_log_prob(trace.z, trace.post_mu, trace.post_logvar).sum(-1)
-        log_w = log_w + (log_pz - log_qz) * mask
+    if trace.z is not None:  # log q: a flow posterior's own density, else the Gaussian's
+        log_w = log_w + (trace.log_p() - trace.log_q()) * mask
     log_w = log_w.sum(0)
-    if trace.static_z is not None:  # log N(f; 0, I) - log q(f | x), once per sequence
-        zeros = torch.zeros_like(trace.static_z)
-        log_w = log_w + (gaussian_log_prob(trace.static_z, zeros, zeros)
-                         - gaussian_log_prob(trace.static_z, trace.static_mu, trace.static_logvar)).sum(-1)  # fmt: skip
+    if trace.static_z is not None:  # once per sequence
+        log_w = log_w + trace.static_log_ratio()
     return log_w
 
 
@@ -165,6 +160,8 @@ def evaluate(
         if z_dim:
             mask = batch.mask.unsqueeze(-1)
             add("kl_per_dim", terms.kl_per_dim.sum((0, 1)), (z_dim,))
+            # active units read E_q[z] of the encoder's Gaussian; for a flow posterior that is
+            # its base distribution's mean (the flow's output has no closed-form mean)
             add("mu_sum", (trace.post_mu * mask).sum((0, 1)), (z_dim,))
             add("mu_sq_sum", (trace.post_mu.pow(2) * mask).sum((0, 1)), (z_dim,))
         if trace.static_z is not None:

@@ -89,6 +89,26 @@ def check_fit(kind: str, spec: SlotSpec, comp: Composition, ctx: BuildContext, r
     raise ConfigError(f"{spec.path}.component", message, comp.source)
 
 
+def check_cond_is_read(comp: Composition, ctx: BuildContext, registry: Registry) -> None:
+    """Refuse a prior that reads nothing of cond_t under a decoder whose recurrence exists only
+    for the prior (:attr:`seqvae.slots.Decoder.cond_for_prior`), when the encoder reads none of
+    it either: the recurrence would get no gradient."""
+    decoder = registry.get("decoder", comp.slots["decoder"].component).cls
+    if not decoder.cond_for_prior or "prior" not in comp.slots:
+        return
+    readers = [slot for slot in ("prior", "encoder")
+               if registry.get(slot, comp.slots[slot].component).cls.reads(comp.slots[slot].options, ctx).cond]
+    if readers:
+        return
+    spec = comp.slots["prior"]
+    others = [e.name for e in registry.entries("prior")
+              if (defaults := _defaults(e.cls)) is not None and e.cls.reads(defaults, ctx).cond]  # fmt: skip
+    fix = f"{spec.path}.component: {_one_of(others)}" if others else "a prior that reads cond_t"
+    raise ConfigError(f"{spec.path}.component", f"prior {spec.component!r} does not fit {_partner('decoder', comp)}: "
+                      "it reads nothing of cond_t, whose recurrence exists only for the prior, so that recurrence "
+                      f"would never be trained. Fix: {fix}", comp.source)  # fmt: skip
+
+
 def _undeclared(what: str) -> None:
     warnings.warn(f"{what}: taken on trust, which is deprecated; declare it (docs/writing-plugins.md, "
                   "'The slot contracts')", DeprecationWarning, stacklevel=3)  # fmt: skip

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from seqvae.flow import InverseAutoregressiveFlow
 from seqvae.fused import step_loop, unbind_steps
-from seqvae.nn import gaussian_kl
+from seqvae.nn import gaussian_kl, gaussian_log_prob
 from seqvae.slots import AuxObjective, Decoder, Encoder, Likelihood, Prior, State, StaticEncoder
 
 
@@ -27,7 +28,12 @@ class Noise:
 
     def columns(self, start: int, stop: int) -> Noise:
         """The draws of batch columns ``start:stop``."""
-        return Noise(*(None if n is None else n[..., start:stop, :] for n in (self.steps, self.static)))
+        return self.part(None, slice(start, stop))
+
+    def part(self, steps: int | None, columns: slice) -> Noise:
+        """The draws of the first ``steps`` steps (None: all) of batch ``columns``."""
+        return Noise(None if self.steps is None else self.steps[:steps, columns],
+                     None if self.static is None else self.static[columns])  # fmt: skip
 
 
 @dataclass
@@ -50,6 +56,10 @@ class Trace:
     features: Tensor | None = None  # (T, B, F) the encoder's posterior features
     noise: Tensor | None = None  # (T, B, Z) the standard-normal draws behind z
     encoder: Encoder | None = None
+    post_log_prob: Tensor | None = None
+    """(T, B) log q(z_t | .) of a flow posterior, summed over z's dimensions; None when q is
+    the encoder's Gaussian (post_mu, post_logvar), whose density the methods below use."""
+    flow: InverseAutoregressiveFlow | None = None
     static_mu: Tensor | None = None  # (B, F) q(f | x) of a sequence-level latent f
     static_logvar: Tensor | None = None
     static_z: Tensor | None = None  # (B, F) the f the decoder read
@@ -65,8 +75,16 @@ class Trace:
         prior = None
         if self.encoder.uses_prior:
             prior = (self.prior_mu.detach(), self.prior_logvar.detach())
-        mu, logvar = self.encoder.posterior(self.cond.detach(), self.features.detach(), prior)
-        return torch.addcmul(mu, torch.exp(0.5 * logvar), self.noise)
+        cond = self.cond.detach()
+        mu, logvar = self.encoder.posterior(cond, self.features.detach(), prior)
+        z = torch.addcmul(mu, torch.exp(0.5 * logvar), self.noise)
+        return z if self.flow is None else self.flow.transform(z, cond)
+
+    def static_log_ratio(self) -> Tensor:
+        """log N(f; 0, I) - log q(f | x) per sequence (B,), for the sampled f."""
+        zeros = torch.zeros_like(self.static_z)
+        log_p = gaussian_log_prob(self.static_z, zeros, zeros)
+        return (log_p - gaussian_log_prob(self.static_z, self.static_mu, self.static_logvar)).sum(-1)
 
     def kl_static(self) -> Tensor | None:
         """Analytic KL(q(f | x) || N(0, I)) per sequence (B,), or None without a static latent."""
@@ -76,11 +94,34 @@ class Trace:
         return gaussian_kl(self.static_mu, self.static_logvar, zeros, zeros).sum(-1)
 
     def kl_per_dim(self) -> Tensor:
-        """Analytic KL(q || p) per step and latent dimension (T, B, Z), masked."""
+        """Analytic KL(q || p) per step and latent dimension (T, B, Z), masked.
+
+        With a flow posterior this is the KL of the flow's *base* Gaussian (the encoder's
+        (mu, logvar)) to the prior: a diagnostic of which dimensions the encoder uses, which
+        does not sum to the flow's KL (that has no per-dimension form; see :meth:`kl`)."""
         if self.z is None:
             return self.mask.new_zeros(*self.mask.shape, 0)
         kl = gaussian_kl(self.post_mu, self.post_logvar, self.prior_mu, self.prior_logvar)
         return kl * self.mask.unsqueeze(-1)
+
+    def log_q(self) -> Tensor:
+        """log q(z_t | .) per step (T, B), unmasked: the flow's density, or the Gaussian's."""
+        if self.post_log_prob is not None:
+            return self.post_log_prob
+        return gaussian_log_prob(self.z, self.post_mu, self.post_logvar).sum(-1)
+
+    def log_p(self) -> Tensor:
+        """log p(z_t | cond_t) per step (T, B), unmasked."""
+        return gaussian_log_prob(self.z, self.prior_mu, self.prior_logvar).sum(-1)
+
+    def kl(self, per_dim: Tensor | None = None) -> Tensor:
+        """The KL term per sequence (B,), masked: analytic for the encoder's Gaussian (from
+        ``per_dim``, :meth:`kl_per_dim`'s result, where the caller has it already); for a flow
+        posterior, which has no closed form, the single-sample estimate
+        sum_t log q(z_t) - log p(z_t) at the trace's z."""
+        if self.post_log_prob is None:
+            return (self.kl_per_dim() if per_dim is None else per_dim).sum((0, 2))
+        return ((self.log_q() - self.log_p()) * self.mask).sum(0)
 
 
 class SequenceModel(nn.Module):
@@ -96,6 +137,7 @@ class SequenceModel(nn.Module):
         *,
         x_dim: int,
         z_dim: int = 0,
+        flow: InverseAutoregressiveFlow | None = None,
         static: StaticEncoder | None = None,
     ) -> None:
         super().__init__()
@@ -105,6 +147,9 @@ class SequenceModel(nn.Module):
         self.encoder = encoder
         self.prior = prior
         self.aux = nn.ModuleDict(aux or {})
+        self.flow = flow
+        """Applied to the posterior sample inside each step (``model.encoder.flow``); None: q is
+        the encoder's Gaussian."""
         self.x_dim = x_dim
         self.z_dim = z_dim
         self.compile_step = False
@@ -152,7 +197,7 @@ class SequenceModel(nn.Module):
         noise = noise.steps if noise is not None else None
         if noise is None:
             noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
-        conds, mus, logvars, zs, prior_mus, prior_logvars, outs = [], [], [], [], [], [], []
+        conds, mus, logvars, zs, prior_mus, prior_logvars, outs, log_qs = [], [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
         with step_loop(steps) if self.fast_path else contextlib.nullcontext():
@@ -162,7 +207,7 @@ class SequenceModel(nn.Module):
             feature_steps = unbind_steps(enc.features)
             noise_steps = noise.unbind(0)
             for pre_t, feature_t, noise_t in zip(pre_steps, feature_steps, noise_steps, strict=True):
-                state, out_t, (cond, mu, logvar, z, prior) = step(state, pre_t, feature_t, noise_t)
+                state, out_t, (cond, mu, logvar, z, prior, log_q) = step(state, pre_t, feature_t, noise_t)
                 conds.append(cond)
                 mus.append(mu)
                 logvars.append(logvar)
@@ -171,6 +216,8 @@ class SequenceModel(nn.Module):
                 if prior is not None:
                     prior_mus.append(prior[0])
                     prior_logvars.append(prior[1])
+                if log_q is not None:
+                    log_qs.append(log_q)
 
         if all(c is o for c, o in zip(conds[1:], outs[:-1], strict=True)) and conds[0].shape == outs[0].shape:
             # out_t is the state that the decoder passes as cond_{t+1}: one stack serves both
@@ -188,19 +235,24 @@ class SequenceModel(nn.Module):
             u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, z=z, cond=cond,
             post_mu=torch.stack(mus), post_logvar=torch.stack(logvars),
             prior_mu=prior_mu, prior_logvar=prior_logvar, summary=enc.summary,
-            features=enc.features, noise=noise, encoder=self.encoder, **static,
+            features=enc.features, noise=noise, encoder=self.encoder,
+            post_log_prob=torch.stack(log_qs) if log_qs else None, flow=self.flow, **static,
         )  # fmt: skip
 
     def _step(self, state: State, pre_t: dict[str, Tensor], feature_t: Tensor, noise_t: Tensor):
         """One step of the unroll: the new state, out_t, and what ``draw`` saw and returned:
-        (cond_t, posterior mu and logvar, z_t, the prior's (mu, logvar) or None)."""
+        (cond_t, posterior mu and logvar, z_t, the prior's (mu, logvar) or None, and log q(z_t)
+        for a flow posterior or None)."""
         drawn = []
 
         def draw(cond: Tensor) -> Tensor:
             prior = self.prior(cond) if self.encoder.uses_prior else None
             mu, logvar = self.encoder.posterior(cond, feature_t, prior)
             z = torch.addcmul(mu, torch.exp(0.5 * logvar), noise_t)
-            drawn.append((cond, mu, logvar, z, prior))
+            log_q = None
+            if self.flow is not None:  # on this step's sample: what the recurrence reads is z^K
+                z, log_q = self.flow(z, logvar, noise_t, cond)
+            drawn.append((cond, mu, logvar, z, prior, log_q))
             return z
 
         state, out_t = self.decoder.step(state, pre_t, draw)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from seqvae.composition import Composition
+from seqvae.composition import FREE_BITS_WITH_FLOW, Composition
+from seqvae.errors import ConfigError
 from seqvae.model import SequenceModel, Trace
 from seqvae.schedules import Progress
 
@@ -26,7 +27,8 @@ class Terms:
     kl: Tensor
     aux: dict[str, Tensor]
     kl_per_dim: Tensor
-    """Masked KL per step and latent dimension (T, B, Z), for diagnostics."""
+    """Masked KL per step and latent dimension (T, B, Z), for diagnostics (for a flow
+    posterior, its base Gaussian's: see :meth:`seqvae.model.Trace.kl_per_dim`)."""
     kl_static: Tensor | None = None
     """KL of a sequence-level latent f per sequence (B,); ``kl`` is the per-step latents'."""
 
@@ -48,8 +50,10 @@ def compute_terms(
     objective, mask = comp.objective, trace.mask
     log_px = (trace.likelihood.log_prob(trace.params, trace.x) * mask).sum(0)
     kl_dims = trace.kl_per_dim()
-    kl = kl_dims.sum((0, 2))
+    kl = trace.kl(kl_dims)  # analytic, or for a flow posterior the sampled log q(z) - log p(z)
     if training and objective.free_bits > 0:
+        if trace.post_log_prob is not None:  # validation refuses this; a model built by hand may not
+            raise ConfigError("objective.free_bits", FREE_BITS_WITH_FLOW)
         kl_train = (kl_dims.clamp_min(objective.free_bits) * mask.unsqueeze(-1)).sum((0, 2))
     else:
         kl_train = kl

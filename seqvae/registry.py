@@ -14,6 +14,7 @@ names; no string from a composition, a data option or a checkpoint is ever impor
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.metadata
@@ -33,6 +34,9 @@ from seqvae.errors import UserError
 
 KINDS = ("likelihood", "static", "decoder", "encoder", "prior", "aux", "dataset")
 """Registry kinds: the model slots and data sets."""
+ENGINE_KEYS: dict[str, set[str]] = {"encoder": {"flow"}, "aux": {"weight"}}
+"""Keys of a slot's YAML mapping that the engine reads itself (the encoder's flow, an auxiliary
+objective's weight schedule), so no component of that kind may have an option of that name."""
 
 PLUGINS_ENV = "SEQVAE_PLUGINS"
 """Comma-separated extra plugin modules to load without packaging them (handy in notebooks)."""
@@ -112,6 +116,12 @@ class Registry:
         problem = options_class_problem(getattr(cls, "Options", None))
         if problem:
             raise InvalidComponent(f"{what}.Options: {problem}")
+        taken = sorted(ENGINE_KEYS.get(kind, set()) & {f.name for f in dataclasses.fields(cls.Options)})
+        if taken:
+            raise InvalidComponent(
+                f"{what}.Options: option {taken[0]!r} is a key the engine reads itself in every "
+                f"{kind} slot; rename the option"
+            )
         known = self._entries[kind].get(name)
         if known is not None and known.cls is not cls:
             raise InvalidComponent(

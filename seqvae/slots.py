@@ -20,6 +20,9 @@ The step contract covers the common dependency structures of stochastic RNNs (RE
 - layers that run once per step inside the loop are :class:`seqvae.fused.LoopLinear` (or
   :func:`seqvae.fused.linear_sum`): the engine's fast path, which the conformance suite's
   ``fast-path`` property checks against plain autograd for every composition.
+- q(z_t | .) is the encoder's diagonal Gaussian, or that Gaussian pushed through a flow that
+  the engine owns (``model.encoder.flow``, :mod:`seqvae.flow`): z_t is then the flow's output
+  wherever the decoder, the prior and the next step read it, and the KL is sampled.
 
 A decoder whose recurrence reads x_t *after* emitting it applies that update at the start of
 step t+1, where x_t is the input u_{t+1}: every decoder reads u_t = x_{t-1} at step t, which
@@ -145,6 +148,10 @@ class Decoder(Component, ABC):
     slot = "decoder"
     uses_latent: ClassVar[bool] = True
     """False for deterministic decoders; those implement :meth:`unroll` instead of the loop."""
+    cond_for_prior: ClassVar[bool] = False
+    """True: the recurrence behind cond_t feeds nothing but the prior and the posterior (its
+    emission does not read it); a prior that reads nothing of cond_t, under an encoder that
+    reads none of it either, is then refused (the recurrence would never be trained)."""
     reads_static: ClassVar[bool] = False
     """True: the decoder reads the sequence-level latent f of the ``static`` slot. The engine
     adds it to the precompute as ``pre["static"]``, f broadcast over the steps (T, B, F),
@@ -218,6 +225,12 @@ class Encoder(Component, ABC):
     """Inference network: gives q(z_t | cond_t, features_t) at each step.
 
     Set ``self.summary_dim`` in ``__init__`` when :meth:`precompute` returns a summary.
+
+    An encoder returns a diagonal Gaussian and nothing else; a richer posterior is the
+    composition's choice, not the encoder's: with ``model.encoder.flow.steps: K`` the engine
+    draws z^0 from this Gaussian inside the step, pushes it through K inverse autoregressive
+    steps (optionally reading cond_t) and hands z^K to the decoder. The YAML key ``flow`` of the
+    encoder slot is therefore the engine's and cannot be an encoder option.
     """
 
     slot = "encoder"
@@ -252,9 +265,10 @@ class Prior(Component, ABC):
     engine evaluates it on all steps at once after the loop when it can.
 
     The engine computes KL(q || p) analytically from the posterior's and the prior's
-    (mu, logvar), scores log p(z) with them in the IWAE bound and draws z_t from them when
-    generating, so a prior that is not one diagonal Gaussian (a mixture) does not fit this slot;
-    a product of Gaussian experts does (docs/writing-plugins.md builds one).
+    (mu, logvar) -- or, for a flow posterior, as the sample's log q(z_t) - log p(z_t) --, scores
+    log p(z) with them in the IWAE bound and draws z_t from them when generating, so a prior that
+    is not one diagonal Gaussian (a mixture) does not fit this slot; a product of Gaussian
+    experts does (docs/writing-plugins.md builds one).
     """
 
     slot = "prior"

@@ -46,6 +46,8 @@ def _spec(kind: str, name: str) -> dict:
 def _composition(decoder, encoder, prior, aux):
     model = {"latent_dim": 4 if encoder else 0, "likelihood": {"component": "gaussian"},
              "decoder": _spec("decoder", decoder)}  # fmt: skip
+    if REGISTRY.get("decoder", decoder).cls.reads_static:  # it needs a sequence-level latent
+        model["static"] = _spec("static", _names("static")[0])
     if encoder:
         model.update(encoder=_spec("encoder", encoder), prior=_spec("prior", prior))
     if aux:

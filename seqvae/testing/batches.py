@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqvae.model import SequenceModel
+from seqvae.model import Noise, SequenceModel
 
 
 def lengths_for(steps: int, batch: int) -> list[int]:
@@ -44,10 +44,7 @@ def make_batch(
     return torch.where(keep, u, junk[0]), torch.where(keep, x, junk[1]), real.to(seq.dtype)
 
 
-def posterior_noise(
-    model: SequenceModel, steps: int, batch: int, device: str = "cpu"
-) -> Tensor | None:
-    """Standard-normal noise (T, B, Z) that fixes the posterior samples; None without latents."""
-    if not model.decoder.uses_latent:
-        return None
-    return torch.randn(steps, batch, model.z_dim, device=device)
+def posterior_noise(model: SequenceModel, steps: int, batch: int, device: str = "cpu") -> Noise | None:
+    """Standard-normal noise that fixes every latent sample (z_t's (T, B, Z) and a static
+    latent's (B, F)); None without latents."""
+    return model.draw_noise(steps, batch, device, torch.get_default_dtype())

@@ -101,7 +101,8 @@ def check_shapes(s: Subject) -> None:
     """For (T, B) in (1, 1), (5, 2), (7, 3), with rows of decreasing length: emission params
     (T, B, P) with P = likelihood.param_dim(D); likelihood.log_prob (T, B), likelihood.sample
     (T, B, D), input_embedding (T, B, E); with latents z, posterior and prior (mu, logvar)
-    (T, B, Z), cond (T, B, decoder.cond_dim), summary (T, B, encoder.summary_dim) when declared;
+    (T, B, Z), cond (T, B, decoder.cond_dim), summary (T, B, encoder.summary_dim) when declared,
+    a flow posterior's log q(z) (T, B);
     every auxiliary term (T, B); per-sequence log p(x) and KL (B,) and a scalar training loss.
     Everything finite."""
     model = s.build().eval()
@@ -126,6 +127,8 @@ def check_shapes(s: Subject) -> None:
                 _expect_shape(trace.post_logvar, (T, B, Z), "posterior logvar" + at, enc)
                 _expect_shape(trace.prior_mu, (T, B, Z), "prior mu" + at, prior)
                 _expect_shape(trace.prior_logvar, (T, B, Z), "prior logvar" + at, prior)
+                if trace.post_log_prob is not None:
+                    _expect_shape(trace.post_log_prob, (T, B), "flow log q(z)" + at, "model.encoder.flow")
                 summary_dim = model.encoder.summary_dim
                 if summary_dim or trace.summary is not None:
                     _expect_shape(trace.summary, (T, B, summary_dim), "encoder summary" + at, enc)
@@ -141,7 +144,7 @@ def check_shapes(s: Subject) -> None:
 PADDING_FIELDS = (
     ("cond", "decoder"), ("post_mu", "encoder"), ("post_logvar", "encoder"), ("prior_mu", "prior"),
     ("prior_logvar", "prior"), ("z", "encoder"), ("params", "decoder"), ("log_prob", "likelihood"),
-    ("summary", "encoder"),
+    ("summary", "encoder"), ("post_log_prob", "encoder"),
 )  # fmt: skip
 """Per-step quantities compared to locate a padding leak, in the order they arise in a step."""
 
@@ -150,8 +153,8 @@ def check_padding(s: Subject) -> None:
     """Three sequences of real lengths 6, 3 and 1 in one batch of 9 steps, every padded step
     of u and x holding garbage and mask 0, posterior noise fixed: each sequence's masked ELBO
     and masked auxiliary terms, and on its real steps cond, posterior and prior (mu, logvar),
-    z, emission params, log_prob and the encoder's summary, equal those of the same sequence
-    run alone, unpadded, with the same noise (atol 1e-4 + rtol 1e-4); the encoder's summary
+    z, a flow posterior's log q(z), emission params, log_prob and the encoder's summary, equal
+    those of the same sequence run alone, unpadded, with the same noise (atol 1e-4 + rtol 1e-4); the encoder's summary
     is exactly zero on padding."""
     model = s.build().eval()
     lengths, steps = [6, 3, 1], 9
@@ -163,7 +166,7 @@ def check_padding(s: Subject) -> None:
         refs, changed = [], []
         for b, length in enumerate(lengths):
             rows = slice(b, b + 1)
-            ref_noise = None if noise is None else noise[:length, rows]
+            ref_noise = None if noise is None else noise.part(length, rows)
             ref = model(u[:length, rows], x[:length, rows], mask[:length, rows], ref_noise)
             refs.append(ref)
             for key, value in _per_sequence(model, ref, s).items():

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any, get_type_hints
 
-from seqvae.composition import MODEL_SLOTS, Composition, _apply_override, validate
+from seqvae.composition import ENGINE_BLOCKS, MODEL_SLOTS, Composition, _apply_override, validate
 from seqvae.registry import Registry, default_registry
 
 SIZE_WORDS = (
@@ -53,18 +53,24 @@ def shrink(
         model["latent_dim"] = latent_dim
     sizes = _sizes(uniform)
     for kind, spec in _slot_specs(model):
-        options_cls = registry.get(kind, spec["component"]).cls.Options
-        hints = get_type_hints(options_cls)
-        for option in dataclasses.fields(options_cls):
-            if hints.get(option.name) is not int or not is_size_option(option.name):
-                continue
-            cap = next(sizes)
-            value = spec.get(option.name)
-            if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-                spec[option.name] = cap
+        _cap_sizes(spec, registry.get(kind, spec["component"]).cls.Options, sizes)
+        for key, options_cls in ENGINE_BLOCKS.get(kind, {}).items():  # the engine's own options
+            if isinstance(spec.get(key), dict):
+                _cap_sizes(spec[key], options_cls, sizes)
     for item in overrides:
         _apply_override(raw, item)
     return validate(raw, registry, source=comp.source, name=comp.name)
+
+
+def _cap_sizes(spec: dict[str, Any], options_cls: type, sizes: Iterator[int]) -> None:
+    hints = get_type_hints(options_cls)
+    for option in dataclasses.fields(options_cls):
+        if hints.get(option.name) is not int or not is_size_option(option.name):
+            continue
+        cap = next(sizes)
+        value = spec.get(option.name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            spec[option.name] = cap
 
 
 def required_options(cls: type, fill: int = FIRST_SIZE) -> dict[str, Any]:

@@ -71,6 +71,9 @@ class Subject:
     def describe(self, where: str) -> str:
         """Name the component at ``where``: a slot, ``aux.KEY``, or a parameter name."""
         parts = where.split(".")
+        if parts[0] == "flow" and "encoder" in self.comp.slots:  # the engine's flow on the encoder
+            encoder = self.comp.slots["encoder"].component
+            return f"the flow on encoder {encoder!r} (model.encoder.flow, seqvae.flow)"
         if parts[0] == "aux" and len(parts) > 1:
             spec, kind, place = self.comp.aux.get(parts[1]), "aux", f"model.aux.{parts[1]}"
         else:
