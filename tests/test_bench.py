@@ -61,7 +61,9 @@ def test_bench_writes_results_and_tensorboard_and_survives_a_failing_model(toy_n
     assert [r["model"] for r in rows] == ["zforcing", "zforcing-noaux", "no-such-model"]
     for row in rows[:2]:
         assert set(row) == set(FIELDS) and row["error"] is None
-        assert all(row[k] is not None for k in FIELDS if k not in ("paper", "error")), row
+        static = ("kl_static", "active_units_static")  # a model with a sequence-level latent only
+        assert all(row[k] is not None for k in FIELDS if k not in ("paper", "error", *static)), row
+        assert all(row[k] is None for k in static), row
         assert row["unit"] == "nats per sequence" and row["iwae_k"] == 4 and row["steps"] == 10
         assert row["iwae"] >= row["elbo"] - 0.1 * abs(row["elbo"])
     assert rows[0]["aux"] != 0.0 and rows[1]["aux"] == 0.0  # noaux reports no aux cost
