@@ -92,11 +92,17 @@ def start(w: World, device: str) -> str:
     return device
 
 
-def stop(w: World) -> None:
+def stop(w: World, finished: bool = True) -> None:
+    """Leave the process group. A rank that ``finished`` first waits for the others (rank 0
+    validates and writes the last checkpoint after the last update): a rank that tore its
+    group down while another still used it was aborted by gloo. A rank that failed leaves at
+    once, and torchrun stops the others."""
     if w.parallel:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -126,11 +126,14 @@ def train(
         raise UserError(f"{dataset.path}: the train split is empty")
     w = distributed.world()
     device = distributed.start(w, device)
+    finished = False
     try:  # rank 0 writes the folder; the other ranks of a data-parallel run only read it
         with RunLock(out_dir) if w.main else nullcontext():  # one process per run folder
-            return _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume, w)
+            result = _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resume, w)
+        finished = True
+        return result
     finally:
-        distributed.stop(w)
+        distributed.stop(w, finished)
 
 
 def resume_step(out_dir: str | Path) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,23 @@ from seqvae.model import SequenceModel
 from seqvae.testing.data import write_demo_npz
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models run fastest on one thread, and on a loaded machine several threads spin
-    against each other (tens of times slower)."""
-    threads = torch.get_num_threads()
+    against each other (tens of times slower). ``$OMP_NUM_THREADS`` says so too: the command
+    line run in this process (``seqvae.cli.main``) sets its threads from it, as do the
+    subprocesses tests start, so that a run in here and one in a subprocess compute alike.
+    Per test: a test whose command line asks for other threads (``--threads 2``) leaves the
+    next one on one thread again."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
 
 
 TINY = [
