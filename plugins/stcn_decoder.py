@@ -1,13 +1,13 @@
 """``stcn``: the generative model of STCN (Aksan & Hilliges, ICLR 2019): a hierarchy of latent
 layers on a causal temporal convolution network, with no recurrence through z.
 
-    d^1..d^L = TCN(u_1..u_{T+1})                 -- one latent layer per `vertical_dilation` blocks
+    d^1..d^L = TCN(u_1, x_1..x_T)                -- one latent layer per `vertical_dilation` blocks
     p(z_t^l | z_t^{l+1}, d_{t-1}^l)              -- cond of layer l: [z^{l+1}, d^l at position t]
     q(z_t^l | z_t^{l+1}, d_t^l, p)               -- the encoder reads d^l at position t+1
     params_{1:T} = OutTCN(z^1)  or  OutTCN([z^1..z^L])   (``dense``: STCN-dense)
 
 Position t of the TCN has read u_{<=t} = x_{<t} (what STCN's d_{t-1} has read) and position t+1
-x_{<=t} (its d_t): one pass over u_1..u_{T+1} gives both (seqvae.slots.Decoder.parallel_latents).
+x_{<=t} (its d_t): one pass over u_1, x_1..x_T gives both (seqvae.slots.Decoder.parallel_latents).
 The latent sizes halve upwards from the lowest layer: latent_dim 496 over 5 layers is the
 paper's 256 / 128 / 64 / 32 / 16.
 """

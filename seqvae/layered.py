@@ -1,6 +1,6 @@
 """The engine's path for decoders with parallel latents: no step loop.
 
-    precompute on u_1..u_{T+1}  ->  context  ->  latent layers top-down, each for all steps  ->
+    precompute on u_1, x_1..x_T  ->  context  ->  latent layers top-down, each for all steps  ->
     emission
 
 A decoder with :attr:`seqvae.slots.Decoder.parallel_latents` draws its latent layers through

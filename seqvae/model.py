@@ -186,8 +186,9 @@ class SequenceModel(nn.Module):
         noise = noise if isinstance(noise, Noise) or noise is None else Noise(noise)
         steps, batch = x.shape[:2]
         parallel = self.decoder.parallel_latents
-        # without a step loop the decoder sees u_{T+1} = x_T too (seqvae.slots.Decoder.parallel_latents)
-        pre, _ = self.decoder.precompute(torch.cat([u, x[-1:]]) if parallel else u)
+        # without a step loop the decoder reads u_1, x_1..x_T: u_{t+1} = x_t, but x_t itself where u_{t+1}
+        # is padding (seqvae.slots.Decoder.parallel_latents)
+        pre, _ = self.decoder.precompute(torch.cat([u[:1], x]) if parallel else u)
         static = {}
         if self.static is not None:  # f first: the decoder's context and precompute carry it
             mu_f, logvar_f = self.static(x, mask)

@@ -192,10 +192,10 @@ class Decoder(Component, ABC):
     decoder, and such a decoder a static slot."""
     parallel_latents: ClassVar[bool] = False
     """True: no step loop. The engine calls :meth:`precompute` once on the inputs one step
-    further, u_1..u_{T+1} (u_{T+1} = x_T: one pass of a causal network then gives both what
-    step t's prior may read, from positions <= t, and what its posterior reads, position t+1),
-    then :meth:`context`, then :meth:`latents`, then :meth:`emission` (on T steps). Set
-    ``self.latent_layers`` (:class:`LatentLayer`, lowest first; their z_dim add up to
+    further, u_1, x_1..x_T (u_{t+1} = x_t; x_t itself where u_{t+1} is padding): one pass of a
+    causal network then gives both what step t's prior may read, from positions <= t, and what
+    its posterior reads, position t+1; then :meth:`context`, :meth:`latents` and
+    :meth:`emission` (whose precompute is cut to T steps). Set ``self.latent_layers`` (:class:`LatentLayer`, lowest first; their z_dim add up to
     latent_dim) in ``__init__``; the prior and encoder must implement the per-layer methods
     (``Reads(layered=True)``, checked at build time). Generation re-runs :meth:`precompute` on
     the whole prefix at every step (O(T^2), exact for a causal network)."""
@@ -238,7 +238,7 @@ class Decoder(Component, ABC):
     def latents(self, pre: dict[str, Tensor], draw: LayerDraw) -> Tensor:
         """Decoders with :attr:`parallel_latents`: call ``draw(l, cond_l)`` once per latent
         layer, top-down (l = L-1 first), each over all T steps (``pre`` has T+1: build cond from
-        its first T, which have read x_{<t}), and return out (T, B, F) for :meth:`emission`."""
+        its first T, whose step t has read x_{<t}), and return out (T, B, F) for :meth:`emission`."""
         raise NotImplementedError(f"decoder {self.name!r} draws no parallel latents")
 
     def unroll(self, pre: dict[str, Tensor], state: State) -> tuple[Tensor, State]:
