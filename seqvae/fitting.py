@@ -49,7 +49,8 @@ def check_decoder(decoder: Decoder, spec: SlotSpec, ctx: BuildContext, source: s
         ctx.latent_layers = tuple(decoder.latent_layers)
         sizes = [layer.z_dim for layer in ctx.latent_layers]
         if sum(sizes) != ctx.z_dim or min(sizes, default=0) < 1:
-            problem = problem or f"latent layers of sizes {sizes}, which must be positive and add up to latent_dim {ctx.z_dim}"
+            problem = problem or (f"latent layers of sizes {sizes}, which must be positive and add up to "
+                                  f"latent_dim {ctx.z_dim}")
     if problem:
         fix = "fix the decoder's declaration (docs/writing-plugins.md, 'The slot contracts')"
         raise ConfigError(f"{spec.path}.component", f"decoder {spec.component!r} declares {problem}; {fix}", source)

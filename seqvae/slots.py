@@ -195,9 +195,10 @@ class Decoder(Component, ABC):
     further, u_1, x_1..x_T (u_{t+1} = x_t; x_t itself where u_{t+1} is padding): one pass of a
     causal network then gives both what step t's prior may read, from positions <= t, and what
     its posterior reads, position t+1; then :meth:`context`, :meth:`latents` and
-    :meth:`emission` (whose precompute is cut to T steps). Set ``self.latent_layers`` (:class:`LatentLayer`, lowest first; their z_dim add up to
-    latent_dim) in ``__init__``; the prior and encoder must implement the per-layer methods
-    (``Reads(layered=True)``, checked at build time). Generation re-runs :meth:`precompute` on
+    :meth:`emission` (whose precompute is cut to T steps). Set ``self.latent_layers``
+    (:class:`LatentLayer`, lowest first; their z_dim add up to latent_dim) in ``__init__``;
+    the prior and encoder must implement the per-layer methods (``Reads(layered=True)``,
+    checked at build time). Generation re-runs :meth:`precompute` on
     the whole prefix at every step (O(T^2), exact for a causal network)."""
     latent_layers: tuple[LatentLayer, ...] = ()
     cond_dim: int = 0

@@ -98,8 +98,9 @@ def test_noise_columns_give_a_sub_batch_what_the_whole_batch_gives_it():
 
 
 def test_evaluation_reports_f_apart_and_its_active_units(toy_npz):
-    from seqvae.data import Split
     import numpy as np
+
+    from seqvae.data import Split
 
     model, comp = _model()
     arrays = np.load(toy_npz)

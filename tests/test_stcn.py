@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from seqvae_plugins.stcn_decoder import layer_sizes
 
 from seqvae.cli import main
 from seqvae.composition import build_model, load_composition, published_numbers
@@ -19,7 +20,6 @@ from seqvae.objective import compute_terms
 from seqvae.resolve import preset_overrides
 from seqvae.testing.batches import make_batch
 from seqvae.testing.data import write_demo_npz
-from seqvae_plugins.stcn_decoder import layer_sizes
 
 NAMES = ["stcn", "stcn-dense", "stcn-gmm", "stcn-dense-gmm"]
 SMALL = ["model.latent_dim=7", "model.decoder.latent_layers=3", "model.decoder.channels=8",
