@@ -215,3 +215,15 @@ def test_parts_that_draw_one_z_t_per_step_are_refused_under_stcn_and_back():
     assert "model.decoder.component: stcn" in str(info.value)
     with pytest.raises(ConfigError, match=r"model\.encoder\.flow\.steps: expected 0"):
         load_composition("stcn", ["model.encoder.flow.steps=2"])
+
+
+def test_local_z_recomputes_z_and_trains_only_the_posterior_networks():
+    model, _ = _model()
+    u, x, mask = _batch(model, 6, lengths=[6, 4, 2])
+    trace = model(u, x, mask)
+    local = trace.local_z()
+    torch.testing.assert_close(local, trace.z)
+    model.zero_grad(set_to_none=True)
+    local.sum().backward()
+    trained = {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None}
+    assert trained == {"encoder"}
