@@ -323,6 +323,9 @@ def validate(raw: dict, registry: Registry, source: str = "<composition>", name:
 
     objective = parse(ObjectiveConfig, raw.get("objective"), "objective", source)
     flow = slots["encoder"].flow if "encoder" in slots else None
+    if flow is not None and flow.steps > 0 and decoder_cls.parallel_latents:  # the flow acts inside the step
+        raise ConfigError("model.encoder.flow.steps", f"expected 0: decoder {decoder_cls.name!r} draws latent layers "
+                          "without a step loop, where no flow acts; remove model.encoder.flow", source)  # fmt: skip
     if flow is not None and flow.steps > 0 and objective.free_bits > 0:
         raise ConfigError("objective.free_bits", FREE_BITS_WITH_FLOW, source)
     train = parse(TrainConfig, raw.get("train"), "train", source)

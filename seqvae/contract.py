@@ -43,6 +43,10 @@ FIELDS: dict[str, Field] = {
                     frozenset({PAST})),
     "z_prev": Field("z_{t-1}", "the previous latent (at step 1: zeros or a learned z_0)", frozenset({PAST})),
     "d_t": Field("d_t", "a deterministic forward state over the inputs u_1..u_t = x_{<t}", frozenset({PAST})),
+    "z_above": Field("z_t^{l+1}", "the latent layer above, at the same step (hierarchical decoders)",
+                     frozenset({PAST})),
+    "d_next": Field("d_t^+", "a deterministic forward state one step further, over u_1..u_{t+1} = x_{<=t} "
+                    "(context only)", frozenset({PAST, CURRENT})),
     "x_t": Field("phi(x_t)", "features of the current observation (context only)", frozenset({CURRENT})),
     "f": Field("f", "the sequence-level latent of the static slot, drawn from q(f | x_{1:T}) (context only)",
                frozenset({PAST, CURRENT, FUTURE})),
@@ -69,6 +73,10 @@ class Reads:
     """What the encoder's summary at step t must not have read."""
     why: str = ""
     """Why, quoted in the refusal (e.g. what it predicts from the summary)."""
+    layered: bool = False
+    """It implements the per-layer methods (``Prior.layer``, ``Encoder.posterior_layer``) that a
+    decoder with parallel latents needs; a prior or encoder without them is refused under such
+    a decoder, and one with them under a decoder with a step loop."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class Shared:
     context_dim: int = 0
     summary: frozenset[str] | None = None
     summary_dim: int = 0
+    layered: bool = False
+    """The decoder draws its latents in layers without a step loop (``parallel_latents``)."""
 
 
 def field_reads(fields: Mapping[str, int] | None) -> frozenset[str] | None:
@@ -137,10 +147,18 @@ def _show_extents(extents: Iterable[str]) -> str:
     return ", ".join(EXTENT_TEXT[e] for e in (PAST, CURRENT, FUTURE) if e in extents) or "nothing"
 
 
-def unmet(reads: Reads, shared: Shared) -> list[tuple[str, str]]:
+def unmet(reads: Reads, shared: Shared, layered_slot: bool = False) -> list[tuple[str, str]]:
     """What ``reads`` needs and ``shared`` lacks: (the slot that lacks it, what), empty if it
-    fits. Undeclared fields and summaries pass every check their sizes cannot refute."""
+    fits. Undeclared fields and summaries pass every check their sizes cannot refute.
+    ``layered_slot``: the component is a prior or an encoder, which must match the decoder's
+    way of drawing latents (:attr:`Reads.layered`)."""
     out = []
+    if layered_slot and shared.layered and not reads.layered:
+        out.append(("decoder", "reads one cond_t per step (it has no per-layer form), and the decoder "
+                               "draws its latents in layers, for all steps at once (no step loop)"))  # fmt: skip
+    elif layered_slot and reads.layered and not shared.layered:
+        out.append(("decoder", "works one latent layer at a time over all steps, and the decoder draws "
+                               "one z_t per step in a step loop"))  # fmt: skip
     for what, needed, fields, dim in (("cond_t", reads.cond, shared.cond, shared.cond_dim),
                                       ("context", reads.context, shared.context, shared.context_dim)):  # fmt: skip
         if ANY in needed and dim < 1:

@@ -26,10 +26,15 @@ if typing.TYPE_CHECKING:
     from seqvae.slots import Decoder
 
 
+LAYERED_SLOTS = ("encoder", "prior")
+"""The slots whose components must match the decoder's way of drawing latents (one z_t per step,
+or layers without a step loop; :attr:`seqvae.contract.Reads.layered`)."""
+
+
 def shared_of(ctx: BuildContext) -> Shared:
     """What the decoder and encoder built so far share, as the context records it."""
     return Shared(ctx.cond_fields, ctx.cond_dim, ctx.context_fields, ctx.context_dim,
-                  ctx.summary_reads, ctx.summary_dim)  # fmt: skip
+                  ctx.summary_reads, ctx.summary_dim, layered=bool(ctx.latent_layers))  # fmt: skip
 
 
 def check_decoder(decoder: Decoder, spec: SlotSpec, ctx: BuildContext, source: str) -> None:
@@ -40,6 +45,12 @@ def check_decoder(decoder: Decoder, spec: SlotSpec, ctx: BuildContext, source: s
     if ctx.cond_fields is None or ctx.context_fields is None:
         _undeclared(f"decoder {spec.component!r} declares no fields of cond_t or its context")
     problem = declaration_problem(ctx.cond_fields, ctx.context_fields, decoder.cond_dim, decoder.context_dim)
+    if decoder.parallel_latents:
+        ctx.latent_layers = tuple(decoder.latent_layers)
+        sizes = [layer.z_dim for layer in ctx.latent_layers]
+        if sum(sizes) != ctx.z_dim or min(sizes, default=0) < 1:
+            problem = problem or (f"latent layers of sizes {sizes}, which must be positive and add up to "
+                                  f"latent_dim {ctx.z_dim}")
     if problem:
         fix = "fix the decoder's declaration (docs/writing-plugins.md, 'The slot contracts')"
         raise ConfigError(f"{spec.path}.component", f"decoder {spec.component!r} declares {problem}; {fix}", source)
@@ -63,16 +74,17 @@ def check_fit(kind: str, spec: SlotSpec, comp: Composition, ctx: BuildContext, r
     and encoder (``ctx``); the message names both and what would fit."""
     cls = registry.get(kind, spec.component).cls
     shared = shared_of(ctx)
-    problems = unmet(cls.reads(spec.options, ctx), shared)
+    layered = kind in LAYERED_SLOTS
+    problems = unmet(cls.reads(spec.options, ctx), shared, layered)
     if not problems:
         return
     partners = list(dict.fromkeys(slot for slot, _ in problems))
     what = f"{_kind_name(kind)} {spec.component!r}"
     parts = "; ".join(f"it {text}" for _, text in problems)
     why = cls.reads(spec.options, ctx).why
-    fixes = _option_fixes(cls, spec, ctx, shared)
+    fixes = _option_fixes(cls, spec, ctx, shared, layered)
     others = [e.name for e in registry.entries(kind) if e.name != spec.component
-              and _fits(e.cls, _defaults(e.cls), ctx, shared)]  # fmt: skip
+              and _fits(e.cls, _defaults(e.cls), ctx, shared, layered)]  # fmt: skip
     if others:
         fixes.append(f"{spec.path}.component: {_one_of(others)} (fitting "
                      f"{' and '.join(_partner(slot, comp) for slot in partners)})")
@@ -143,16 +155,16 @@ def _defaults(cls: type) -> Any:
         return None
 
 
-def _fits(cls: type, options: Any, ctx: BuildContext, shared: Shared) -> bool:
+def _fits(cls: type, options: Any, ctx: BuildContext, shared: Shared, layered: bool) -> bool:
     if options is None:
         return False
     try:
-        return not unmet(cls.reads(options, ctx), shared)
+        return not unmet(cls.reads(options, ctx), shared, layered)
     except Exception:  # noqa: BLE001 -- another plugin's declaration failing only drops it from the hint
         return False
 
 
-def _option_fixes(cls: type, spec: SlotSpec, ctx: BuildContext, shared: Shared) -> list[str]:
+def _option_fixes(cls: type, spec: SlotSpec, ctx: BuildContext, shared: Shared, layered: bool) -> list[str]:
     """``set PATH.OPTION=VALUE`` for each switch of the component's own options that makes it fit."""
     fixes = []
     hints = typing.get_type_hints(type(spec.options))
@@ -167,7 +179,7 @@ def _option_fixes(cls: type, spec: SlotSpec, ctx: BuildContext, shared: Shared) 
                 changed = dataclasses.replace(spec.options, **{option.name: value})
             except Exception:  # noqa: BLE001 -- a combination the options refuse is no fix
                 continue
-            if _fits(cls, changed, ctx, shared):
+            if _fits(cls, changed, ctx, shared, layered):
                 shown = str(value).lower() if isinstance(value, bool) else str(value)
                 fixes.append(f"set {spec.path}.{option.name}={shown}")
     return fixes
@@ -193,15 +205,16 @@ def _partner_alternatives(
                 if cond is None or context is None:
                     continue
                 alt = dataclasses.replace(shared, cond=cond, cond_dim=sum(cond.values()), context=context,
-                                          context_dim=sum(context.values()))  # fmt: skip
+                                          context_dim=sum(context.values()),
+                                          layered=getattr(entry.cls, "parallel_latents", False))  # fmt: skip
             else:
                 reads = entry.cls.summary_reads(options, ctx)
-                if reads is None or unmet(entry.cls.reads(options, ctx), shared):
+                if reads is None or unmet(entry.cls.reads(options, ctx), shared, True):
                     continue  # undeclared, or it would not fit the decoder itself
                 alt = dataclasses.replace(shared, summary=frozenset(reads), summary_dim=int(bool(reads)))
         except Exception:  # noqa: BLE001 -- another plugin's declaration failing only drops it from the hint
             continue
-        if not unmet(cls.reads(spec.options, ctx), alt):
+        if not unmet(cls.reads(spec.options, ctx), alt, kind in LAYERED_SLOTS):
             out.append(entry.name)
     return out
 

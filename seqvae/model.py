@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from seqvae import layered
 from seqvae.flow import InverseAutoregressiveFlow
 from seqvae.fused import step_loop, unbind_steps
 from seqvae.nn import gaussian_kl, gaussian_log_prob
@@ -63,6 +64,9 @@ class Trace:
     static_mu: Tensor | None = None  # (B, F) q(f | x) of a sequence-level latent f
     static_logvar: Tensor | None = None
     static_z: Tensor | None = None  # (B, F) the f the decoder read
+    layers: tuple = ()
+    """The decoder's latent layers (:class:`seqvae.slots.LatentLayer`) when it draws them without
+    a step loop: z, cond and the (mu, logvar) fields concatenate them (:mod:`seqvae.layered`)."""
 
     def local_z(self) -> Tensor:
         """z recomputed from detached (cond_t, features_t) and the same noise.
@@ -72,6 +76,9 @@ class Trace:
         Auxiliary objectives that must not train the inference RNN (a reconstruction cost
         on a backward summary) read this instead of ``z``.
         """
+        if self.layers:
+            mu, logvar = layered.local_posterior(self)
+            return torch.addcmul(mu, torch.exp(0.5 * logvar), self.noise)
         prior = None
         if self.encoder.uses_prior:
             prior = (self.prior_mu.detach(), self.prior_logvar.detach())
@@ -178,14 +185,17 @@ class SequenceModel(nn.Module):
         behind z alone) fixes the posterior samples."""
         noise = noise if isinstance(noise, Noise) or noise is None else Noise(noise)
         steps, batch = x.shape[:2]
-        pre, _ = self.decoder.precompute(u)
+        parallel = self.decoder.parallel_latents
+        # without a step loop the decoder reads u_1, x_1..x_T: u_{t+1} = x_t, but x_t itself where u_{t+1}
+        # is padding (seqvae.slots.Decoder.parallel_latents)
+        pre, _ = self.decoder.precompute(torch.cat([u[:1], x]) if parallel else u)
         static = {}
         if self.static is not None:  # f first: the decoder's context and precompute carry it
             mu_f, logvar_f = self.static(x, mask)
             eps = noise.static if noise is not None and noise.static is not None else \
                 self._draw_static(batch, x.device, mu_f.dtype)  # fmt: skip
             f = torch.addcmul(mu_f, torch.exp(0.5 * logvar_f), eps)
-            pre = {**pre, "static": f.unsqueeze(0).expand(steps, -1, -1)}
+            pre = {**pre, "static": f.unsqueeze(0).expand(steps + parallel, -1, -1)}
             static = {"static_mu": mu_f, "static_logvar": logvar_f, "static_z": f}
         state = self.decoder.initial_state(u.shape[1])
         if not self.decoder.uses_latent:
@@ -197,6 +207,13 @@ class SequenceModel(nn.Module):
         noise = noise.steps if noise is not None else None
         if noise is None:
             noise = torch.randn(steps, batch, self.z_dim, device=x.device, dtype=enc.features.dtype)
+        if parallel:
+            drawn = layered.unroll(self, pre, enc.features, noise)
+            pre = {key: value[:steps] for key, value in pre.items()}
+            params = self.decoder.emission(drawn.pop("out"), drawn["z"], pre)
+            return Trace(u=u, x=x, mask=mask, params=params, pre=pre, likelihood=self.likelihood, summary=enc.summary,
+                         features=enc.features, noise=noise, encoder=self.encoder, layers=self.decoder.latent_layers,
+                         **drawn, **static)  # fmt: skip
         conds, mus, logvars, zs, prior_mus, prior_logvars, outs, log_qs = [], [], [], [], [], [], [], []
         step = self._compiled_step() if self.compile_step and torch.is_grad_enabled() else self._step
         # in-loop layers (seqvae.fused.LoopLinear) defer their weight gradients to one GEMM each
@@ -268,10 +285,12 @@ class SequenceModel(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, steps: int, device: torch.device | str = "cpu") -> Tensor:
         """Ancestral sampling from the prior: (steps, n, D), feeding each x_t back as u_{t+1}."""
+        f = None if self.static is None else torch.randn(n, self.static.static_dim, device=device)
+        if self.decoder.parallel_latents:
+            return layered.sample(self, n, steps, device, f)
         u = torch.zeros(1, n, self.x_dim, device=device)
         state = self.decoder.initial_state(n)
         carry = None
-        f = None if self.static is None else torch.randn(n, self.static.static_dim, device=device)
         xs, zs = [], []
 
         def draw(cond: Tensor) -> Tensor:

@@ -20,6 +20,11 @@ The step contract covers the common dependency structures of stochastic RNNs (RE
 - layers that run once per step inside the loop are :class:`seqvae.fused.LoopLinear` (or
   :func:`seqvae.fused.linear_sum`): the engine's fast path, which the conformance suite's
   ``fast-path`` property checks against plain autograd for every composition.
+- a decoder with :attr:`Decoder.parallel_latents` has no step loop: it draws a hierarchy of
+  latent layers z_t^L..z_t^1, each for all steps at once, top-down, through
+  :meth:`Decoder.latents`; the prior and the encoder then give one layer's Gaussian at a time
+  (:meth:`Prior.layer`, :meth:`Encoder.posterior_layer`), and the Trace concatenates the layers
+  over the latent dimension (see :class:`LatentLayer`).
 - q(z_t | .) is the encoder's diagonal Gaussian, or that Gaussian pushed through a flow that
   the engine owns (``model.encoder.flow``, :mod:`seqvae.flow`): z_t is then the flow's output
   wherever the decoder, the prior and the next step read it, and the KL is sampled.
@@ -53,6 +58,31 @@ State = tuple[Tensor, ...]
 Draw = Callable[[Tensor], Tensor]
 """``draw(cond_t) -> z_t``: given what the prior and posterior condition on at step t, return
 z_t (a posterior sample in training, a prior sample when generating)."""
+
+LayerDraw = Callable[[int, Tensor], Tensor]
+"""``draw(l, cond) -> z^l``: latent layer ``l`` (0 the lowest) for all steps at once, given
+what its prior and posterior condition on, cond (T, B, C_l); returns (T, B, Z_l)."""
+
+
+@dataclass(frozen=True)
+class LatentLayer:
+    """One layer of a decoder with parallel latents (:attr:`Decoder.parallel_latents`).
+
+    Layer l's cond (T, B, cond_dim) is [z^{l+1}, d^l]: the layer above's sample (its first
+    ``above_dim`` entries; 0 at the top) and what the decoder computed from the inputs
+    u_{<=t} = x_{<t} (never x_t). The encoder's posterior of layer l also reads its slice of the
+    decoder's context, entries ``feature_start:feature_start + feature_dim`` (d_t^l, which has
+    read x_t). The Trace concatenates the layers' z, (mu, logvar) of q and p in layer order
+    over the latent dimension, and their cond as every layer's d^l, then every layer's z^{l+1}
+    (the declared fields ``d_t``, ``z_above``). Summed over that dimension, the analytic KL is
+    sum_l KL(q(z^l | z^{l+1}, .) || p(z^l | z^{l+1}, .)) at the posterior sample of the layer
+    above, and log q - log p the IWAE weight of the whole hierarchy."""
+
+    z_dim: int
+    cond_dim: int
+    above_dim: int = 0
+    feature_start: int = 0
+    feature_dim: int = 0
 
 
 @dataclass
@@ -88,6 +118,8 @@ class BuildContext:
     """The decoder's declared fields of its context (None: undeclared)."""
     summary_reads: frozenset[str] | None = None
     """What the encoder's summary at step t has read (None: undeclared)."""
+    latent_layers: tuple[LatentLayer, ...] = ()
+    """The decoder's latent layers when it has :attr:`Decoder.parallel_latents` (else empty)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,6 +190,17 @@ class Decoder(Component, ABC):
     before :meth:`context`, the step loop and :meth:`emission` read it; when generating, f is
     drawn from N(0, I) once per sequence. A composition with a static slot needs such a
     decoder, and such a decoder a static slot."""
+    parallel_latents: ClassVar[bool] = False
+    """True: no step loop. The engine calls :meth:`precompute` once on the inputs one step
+    further, u_1, x_1..x_T (u_{t+1} = x_t; x_t itself where u_{t+1} is padding): one pass of a
+    causal network then gives both what step t's prior may read, from positions <= t, and what
+    its posterior reads, position t+1; then :meth:`context`, :meth:`latents` and
+    :meth:`emission` (whose precompute is cut to T steps). Set ``self.latent_layers``
+    (:class:`LatentLayer`, lowest first; their z_dim add up to latent_dim) in ``__init__``;
+    the prior and encoder must implement the per-layer methods (``Reads(layered=True)``,
+    checked at build time). Generation re-runs :meth:`precompute` on
+    the whole prefix at every step (O(T^2), exact for a causal network)."""
+    latent_layers: tuple[LatentLayer, ...] = ()
     cond_dim: int = 0
     context_dim: int = 0
 
@@ -192,6 +235,12 @@ class Decoder(Component, ABC):
         """One generative step: call ``draw(cond_t)`` exactly once to obtain z_t, then return
         the new state and out_t, the per-step tensor that :meth:`emission` reads."""
         raise NotImplementedError(f"decoder {self.name!r} has no step loop")
+
+    def latents(self, pre: dict[str, Tensor], draw: LayerDraw) -> Tensor:
+        """Decoders with :attr:`parallel_latents`: call ``draw(l, cond_l)`` once per latent
+        layer, top-down (l = L-1 first), each over all T steps (``pre`` has T+1: build cond from
+        its first T, whose step t has read x_{<t}), and return out (T, B, F) for :meth:`emission`."""
+        raise NotImplementedError(f"decoder {self.name!r} draws no parallel latents")
 
     def unroll(self, pre: dict[str, Tensor], state: State) -> tuple[Tensor, State]:
         """Latent-free decoders: out (T, B, F) for all steps at once (a fused RNN), and the
@@ -259,6 +308,15 @@ class Encoder(Component, ABC):
         """(mu, logvar) of q(z_t | ...), each (..., Z); called with (B, ...) inputs at one step
         inside the loop, and with (T, B, ...) inputs by :meth:`seqvae.model.Trace.local_z`."""
 
+    def posterior_layer(
+        self, layer: int, cond: Tensor, features: Tensor, prior: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of latent layer ``layer`` for all steps (T, B, Z_l), under a decoder
+        with parallel latents (declare ``Reads(layered=True)``): cond (T, B, C_l) as the prior's,
+        ``features`` the whole of :meth:`precompute`'s, and the prior's (mu, logvar) of the
+        layer (a ladder posterior combines them)."""
+        raise NotImplementedError(f"encoder {self.name!r} has no per-layer posterior")
+
 
 class Prior(Component, ABC):
     """p(z_t | cond_t) as a diagonal Gaussian; must work on any leading shape, because the
@@ -276,6 +334,11 @@ class Prior(Component, ABC):
     @abstractmethod
     def forward(self, cond: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, logvar), each (..., Z), from cond (..., C)."""
+
+    def layer(self, layer: int, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of latent layer ``layer`` (..., Z_l) under a decoder with parallel
+        latents (declare ``Reads(layered=True)``), from that layer's cond (..., C_l)."""
+        raise NotImplementedError(f"prior {self.name!r} has no per-layer form")
 
 
 class AuxObjective(Component, ABC):

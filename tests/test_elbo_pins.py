@@ -33,9 +33,18 @@ INTRODUCED = {
     "dsae": ([-40.24288173093008, -23.235259993921886, -9.666873018532552], 24.381671581128174, 7.8856046748069595),
     "dsae-factorised": ([-42.39007188141095, -25.121942364238063, -10.447957196622776], 25.98665714742393,
                         10.935348335560686),
+    # the latent hierarchies without a step loop (parallel latents), pinned as introduced
+    "stcn": ([-45.80751584513609, -32.48105673355657, -11.262461586396526], 27.38796646200798, 34.14640741357117),
+    "stcn-dense": ([-42.95784255404821, -22.327936050585958, -10.250739119383251], 22.607655195013393,
+                   8.786082302906756),
+    "stcn-dense-gmm": ([-35.48702829485064, -25.89097033554006, -9.91491389686656], 22.080753816251704,
+                       5.781019061859926),
+    "stcn-gmm": ([-38.21485939887827, -21.868215128278074, -9.061130282018908], 21.580743142509913,
+                 6.433037174787843),
 }  # fmt: skip
-"""The compositions added with the flow posterior and the static slot (session 5), pinned as
-they were introduced, so that a later change of the contract shows up in them too."""
+"""The compositions added with the flow posterior and the static slot (session 5), and the STCN
+compositions (parallel latent layers), pinned as they were introduced, so that a later change
+of the contract shows up in them too."""
 PINS = {**BEFORE, **INTRODUCED}
 
 

@@ -12,11 +12,12 @@ import torch
 from seqvae.cli import main
 from seqvae.composition import build_model, load_composition
 from seqvae.errors import ConfigError
-from seqvae.evaluate import evaluate, iwae_bound, log_weights
+from seqvae.evaluate import evaluate, iwae_bound
 from seqvae.model import Noise
 from seqvae.objective import compute_terms
 from seqvae.testing import shrink
 from seqvae.testing.batches import make_batch
+from tests.bounds import weights_and_elbo
 
 SMALL = ["model.static.dim=5", "model.static.embed=6", "model.static.hidden=7", "model.latent_dim=3",
          "model.decoder.hidden=8", "model.decoder.emission_hidden=9", "model.encoder.embed=6",
@@ -67,15 +68,10 @@ def test_iwae_weights_score_f_and_average_to_the_elbo():
     model, comp = _model()
     model.eval()
     u, x, mask = _batch(model)
+    # the single-sample log weight's mean is the ELBO (analytic KLs) up to sampling error
+    mean_log_w, elbo, error = weights_and_elbo(model, comp, u, x, mask, draws=4000)
+    assert bool(((mean_log_w - elbo).abs() < 4 * error).all()), (mean_log_w, elbo, error)
     with torch.no_grad():
-        draws = 4000
-        rep = lambda t: t.repeat(1, draws, *([1] * (t.dim() - 2)))  # noqa: E731
-        trace = model(rep(u), rep(x), rep(mask))
-        log_w = log_weights(trace).view(draws, 3)
-        # the single-sample log weight's mean is the ELBO (analytic KLs) up to sampling error
-        elbo = compute_terms(model, trace, comp, training=False).elbo.view(draws, 3).mean(0)
-        error = log_w.std(0) / draws**0.5
-        assert bool(((log_w.mean(0) - elbo).abs() < 4 * error).all()), (log_w.mean(0), elbo, error)
         torch.manual_seed(3)
         batch = type("B", (), {"u": u, "x": x, "mask": mask})
         assert bool((iwae_bound(model, batch, 64) >= elbo - 4 * error).all())
@@ -98,8 +94,9 @@ def test_noise_columns_give_a_sub_batch_what_the_whole_batch_gives_it():
 
 
 def test_evaluation_reports_f_apart_and_its_active_units(toy_npz):
-    from seqvae.data import Split
     import numpy as np
+
+    from seqvae.data import Split
 
     model, comp = _model()
     arrays = np.load(toy_npz)

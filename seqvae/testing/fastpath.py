@@ -3,7 +3,9 @@
 The fast path belongs to the slot contract, not to a plugin's choice of layer class: a layer
 that runs once per step inside the loop is a :class:`seqvae.fused.LoopLinear` (or goes through
 :func:`seqvae.fused.linear_sum`), whose weight gradients are deferred to a few GEMMs after the
-loop; ``SequenceModel.fast_path = False`` runs the same loop under plain autograd.
+loop; ``SequenceModel.fast_path = False`` runs the same loop under plain autograd. A decoder
+with parallel latents has no step loop: both runs are then the same computation, which the
+property still compares (it must not fail, and nothing runs "inside the loop").
 """
 
 from __future__ import annotations
