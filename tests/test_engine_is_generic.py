@@ -9,7 +9,7 @@ import pytest
 from seqvae import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_NAMES = re.compile(r"z_?forcing|vrnn|srnn|storn|\bdkf\b|deep markov", re.IGNORECASE)
+MODEL_NAMES = re.compile(r"z_?forcing|vrnn|srnn|storn|\bdkf\b|deep markov|dsae|stcn", re.IGNORECASE)
 
 
 def test_no_model_names_in_the_engine():
