@@ -58,8 +58,9 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | {r['dims']} | error: {' '.join(r['error'])} | | | | |")
             continue
         ratio = f"{r['ratio_median']:.3f}" if r.get("ratio_median") else ""
+        share, memory = 100 * r["fraction_of_matmul"], r.get("training_mb") or 0
         lines.append(f"| {r['model']} | {r['dims']} | {r['median_s']:.3f} | {r['gflop']:.1f} | "
-                     f"{100 * r['fraction_of_matmul']:.0f} % | {r.get('training_mb') or 0:.0f} | {ratio} |")  # fmt: skip
+                     f"{share:.0f} % | {memory:.0f} | {ratio} |")  # fmt: skip
     return "\n".join(lines)
 
 
