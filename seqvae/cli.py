@@ -314,6 +314,7 @@ def _csv(text: str, flag: str, cast=str) -> list:
 def cmd_bench(args) -> int:
     from seqvae.bench import BenchPlan, run_bench
     from seqvae.bench_jobs import parse_worker, run_parallel, run_worker, worker_argv
+    from seqvae.distributed import world
     from seqvae.results import markdown
     from seqvae.train import Budget
 
@@ -321,6 +322,9 @@ def cmd_bench(args) -> int:
         raise UserError(f"--iwae-k: expected a positive number, got {args.iwae_k}")
     if args.jobs < 1:
         raise UserError(f"--jobs: expected a positive number, got {args.jobs}")
+    if world().parallel:  # N ranks would each train every run and write the same files
+        raise UserError("seqvae bench under torchrun: bench runs its runs in processes of its own; start it "
+                        "without torchrun (--jobs N for N at a time), or torchrun `seqvae train` for one run")
     minutes = args.time_budget
     budget = Budget(args.max_steps, args.epochs, minutes)
     if args.max_steps is None and args.epochs is None and minutes is None:

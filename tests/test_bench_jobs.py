@@ -55,3 +55,11 @@ def test_each_job_gets_its_share_of_the_cpus(monkeypatch):
 def test_jobs_must_be_positive(toy_npz, tmp_path, capsys):
     assert _bench(toy_npz, tmp_path / "out", "--jobs", "0") == 2
     assert "--jobs: expected a positive number" in capsys.readouterr().err
+
+
+def test_bench_under_torchrun_is_refused(toy_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert _bench(toy_npz, tmp_path / "out") == 2
+    assert "seqvae bench under torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
