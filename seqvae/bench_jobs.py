@@ -83,22 +83,13 @@ def run_parallel(plan: BenchPlan, jobs: int, argv_of) -> list[dict[str, Any]]:
     try:
         while pending or running:
             for slot in [s for s in range(jobs) if s not in running]:
-                if not pending:
-                    break
-                index, (model, seed) = pending.pop(0)
-                if (row := _reusable(plan, model, seed, index, len(runs))) is not None:
-                    rows[index] = row  # no process to start for a run an earlier bench finished
-                    continue
-                row_file = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / ROW_FILE
-                row_file.unlink(missing_ok=True)  # only this worker's row counts
-                argv = argv_of(model, seed, index + 1, len(runs), len(slots[slot]))
-                process = subprocess.Popen([sys.executable, "-m", "seqvae", *argv])
-                if hasattr(os, "sched_setaffinity"):
-                    try:
-                        os.sched_setaffinity(process.pid, slots[slot])
-                    except OSError:  # it ended already, or pinning is not allowed here
-                        pass
-                running[slot] = (process, index)
+                while pending and slot not in running:
+                    index, (model, seed) = pending.pop(0)
+                    if (row := _reusable(plan, model, seed, index, len(runs))) is not None:
+                        rows[index] = row  # no process to start for a run an earlier bench finished
+                        continue
+                    argv = argv_of(model, seed, index + 1, len(runs), len(slots[slot]))
+                    running[slot] = (_start(plan, model, seed, argv, slots[slot]), index)
             for slot, (process, index) in list(running.items()):
                 if process.poll() is None:
                     continue
@@ -106,6 +97,7 @@ def run_parallel(plan: BenchPlan, jobs: int, argv_of) -> list[dict[str, Any]]:
                 rows[index] = _collect(plan, runs[index], process.returncode)
                 write_results(plan.out, [rows[i] for i in sorted(rows)])
             time.sleep(POLL_SECONDS)
+        write_results(plan.out, [rows[i] for i in range(len(runs))])  # also when every run was reused
     finally:
         for process, _ in running.values():  # interrupted: the workers stop with the bench
             process.terminate()
@@ -114,6 +106,18 @@ def run_parallel(plan: BenchPlan, jobs: int, argv_of) -> list[dict[str, Any]]:
             except subprocess.TimeoutExpired:
                 process.kill()
     return [rows[i] for i in range(len(runs))]
+
+
+def _start(plan: BenchPlan, model: str, seed: int, argv: list[str], cpus: list[int]) -> subprocess.Popen:
+    row_file = plan.out / "runs" / run_name(model, plan.dataset_name, seed) / ROW_FILE
+    row_file.unlink(missing_ok=True)  # only this worker's row counts
+    process = subprocess.Popen([sys.executable, "-m", "seqvae", *argv])
+    if hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(process.pid, cpus)
+        except OSError:  # it ended already, or pinning is not allowed here
+            pass
+    return process
 
 
 def _reusable(plan: BenchPlan, model: str, seed: int, index: int, total: int) -> dict[str, Any] | None:
