@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from seqvae.bench import BenchPlan, announcer, error_row, finished_row, outcome_text, plan_runs, run_guarded, run_name
@@ -39,7 +40,8 @@ def cpu_sets(jobs: int) -> list[list[int]]:
     return [[cpus[j % len(cpus)]] for j in range(jobs)]
 
 
-def worker_argv(args: argparse.Namespace, model: str, seed: int, number: int, total: int, threads: int) -> list[str]:
+def worker_argv(args: argparse.Namespace, out: Path, model: str, seed: int, number: int, total: int,
+                threads: int) -> list[str]:  # fmt: skip
     """The ``seqvae`` command line of one worker: the bench's own options, one model and seed."""
     argv = ["--threads", str(threads)]
     for module in [*args.plugin_modules, *getattr(args, "more_plugin_modules", [])]:
@@ -48,7 +50,7 @@ def worker_argv(args: argparse.Namespace, model: str, seed: int, number: int, to
     argv += ["--debug"] if args.debug else []
     argv += ["bench", "--worker", f"{number}/{total}", "--models", model, "--seeds", str(seed),
              "--dataset", args.dataset, "--iwae-k", str(args.iwae_k), "--device", args.device,
-             "--out", str(args.out_path)]  # fmt: skip
+             "--out", str(out)]  # fmt: skip
     for flag, value in (("--data", args.data), ("--preset", args.preset), ("--max-steps", args.max_steps),
                         ("--epochs", args.epochs), ("--time-budget", args.time_budget)):  # fmt: skip
         if value is not None:

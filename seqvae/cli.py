@@ -332,7 +332,7 @@ def cmd_bench(args) -> int:
     budget.validate()
     precheck_likelihood(args.dataset, args.overrides)
     dataset = open_dataset(args.dataset, args.data, options=args.data_options)
-    out = args.out_path = Path(args.out or f"runs/bench-{args.dataset}")
+    out = Path(args.out or f"runs/bench-{args.dataset}")
     plan = BenchPlan(
         models=_csv(args.models, "--models"), dataset_name=args.dataset, dataset=dataset, out=out,
         seeds=_csv(args.seeds, "--seeds", int), budget=budget, preset=args.preset,
@@ -343,7 +343,7 @@ def cmd_bench(args) -> int:
         return 0
     if args.jobs > 1:
         rows = run_parallel(plan, args.jobs, lambda model, seed, number, total, threads: worker_argv(
-            args, model, seed, number, total, args.threads or threads))  # fmt: skip
+            args, out, model, seed, number, total, args.threads or threads))  # fmt: skip
     else:
         rows = run_bench(plan)
     print(markdown(rows))
