@@ -238,7 +238,8 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
 
     loss_value = math.nan
     bar = tqdm(total=budget.total(steps_per_epoch), initial=state.step, desc=comp.name, unit="step",
-               disable=(None if progress is None else not progress) or not w.main, dynamic_ncols=True)  # fmt: skip
+               disable=True if not w.main else None if progress is None else not progress,  # None: on a tty
+               dynamic_ncols=True)  # fmt: skip
     model.train()
     with (out_dir / "train_log.jsonl").open("a") if w.main else nullcontext() as log:
         while not done():

@@ -74,3 +74,15 @@ def test_threads_option_sets_torchs_threads(capsys):
 def test_bad_threads_are_one_line_errors(bad, capsys):
     assert main(["--threads", bad, "models"]) == 2
     assert "--threads" in capsys.readouterr().err
+
+
+def test_off_a_terminal_training_draws_no_progress_bar(toy_npz, tmp_path):
+    """tqdm's own check (disable=None: bars only on a terminal) survives the rank-0 rule."""
+    from tests.conftest import TINY
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    done = subprocess.run([sys.executable, "-m", "seqvae", "train", "--model", "zforcing", "--dataset", "npz",
+                           "--data", str(toy_npz), "--out", str(tmp_path / "run"), "--max-steps", "3",
+                           "--set", "model.aux.reconstruction.hidden=6", *sets],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert "step/s" not in done.stderr and "it/s" not in done.stderr, done.stderr
