@@ -7,9 +7,12 @@
 The engine hands every decoder u_t = x_{t-1} at step t, so the update that reads x_{t-1} is
 applied at the *start* of step t: the state carries z_{t-1}, and step t computes
 h_{t-1} = LSTM(h_{t-2}, [phi_x(u_t), phi_z(z_{t-1})]) before drawing z_t. At step 1 there is no
-previous observation and h_0 must be the true zero state, so the state also carries a flag
-``live`` (B, 1), 0 before the first step and 1 after it, that skips the update at step 1. (A
-flag tensor keeps every state shape fixed over the loop, unlike a zero-length placeholder.)
+previous observation and h_0 must be the true zero state. :meth:`precompute` makes step 1's
+update give exactly that: it shuts the input and output gates there (pre-activations -1e30, so
+their sigmoids are exactly 0), and from c_0 = 0 the cell gives c = f * 0 + 0 * g = 0 and
+h = 0 * tanh(0) = 0, with exactly zero gradients through the step (sigmoid' = 0 there) -- what
+skipping the update gives, without a per-step select. The ``carry`` it returns tells a sampler's
+later calls that step 1 is past.
 
 phi_x is shared with the posterior: :meth:`context` returns phi_x(x_t), which the
 ``filtering-mlp`` encoder reads. Emission work (phi_z(z_t), the emission MLP) runs once over all
@@ -25,8 +28,14 @@ from torch import Tensor, nn
 
 from seqvae import hookimpl
 from seqvae.fused import LoopLinear, linear_sum
+from seqvae.fused_chain import LoopSequential
 from seqvae.nn import ClampedLeakyReLU, lstm_cell, mlp
 from seqvae.slots import Decoder, Draw, State
+
+
+SHUT = -1e30
+"""The input and output gates' pre-activation at step 1: sigmoid gives exactly 0 from it (in
+float16 it is -inf, which gives 0 too)."""
 
 
 @dataclass
@@ -45,11 +54,12 @@ class VRNNLSTMOptions:
 def feature_extractor(
     first: nn.Module, width: int, layers: int, linear: type[nn.Linear] = nn.Linear
 ) -> nn.Sequential:
-    """``first`` then ``layers - 1`` square layers, each followed by the activation."""
+    """``first`` then ``layers - 1`` square layers, each followed by the activation (in-loop
+    layers make a LoopSequential: one autograd node per step)."""
     modules = [first, ClampedLeakyReLU()]
     for _ in range(layers - 1):
         modules += [linear(width, width), ClampedLeakyReLU()]
-    return nn.Sequential(*modules)
+    return LoopSequential(*modules) if issubclass(linear, LoopLinear) else nn.Sequential(*modules)
 
 
 class VRNNLSTMDecoder(Decoder):
@@ -88,24 +98,27 @@ class VRNNLSTMDecoder(Decoder):
             + [ctx.param_dim]
         )
 
-    def precompute(self, u: Tensor, carry=None) -> tuple[dict[str, Tensor], None]:
-        return {"gates": self.input_gates(self.phi_x(u))}, None
+    def precompute(self, u: Tensor, carry=None) -> tuple[dict[str, Tensor], bool]:
+        gates = self.input_gates(self.phi_x(u))
+        if carry is None:  # u starts the sequence: step 1 keeps the zero state (module docstring)
+            hidden = self.options.hidden
+            shut = gates.new_zeros(4 * hidden)
+            shut[:hidden] = shut[3 * hidden :] = SHUT  # (i, f, g, o) order
+            gates = torch.cat([gates[:1] + shut, gates[1:]])
+        return {"gates": gates}, True
 
     def initial_state(self, batch: int) -> State:
         weight = self.hidden_gates.weight
         h = weight.new_zeros(batch, self.options.hidden)
-        z = weight.new_zeros(batch, self.phi_z[0].in_features)
-        return h, h, z, weight.new_zeros(batch, 1)
+        return h, h, weight.new_zeros(batch, self.phi_z[0].in_features)
 
     def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
-        h, c, z_prev, live = state
+        h, c, z_prev = state
         # [h, phi_z(z_{t-1})] @ [W_hh, W_z]^T + pre_t: one product per step
         gates = linear_sum([self.hidden_gates, self.latent_gates], [h, self.phi_z(z_prev)], add=pre_t["gates"])
-        h_new, c_new = lstm_cell(gates, c)
-        started = live > 0
-        h, c = torch.where(started, h_new, h), torch.where(started, c_new, c)
+        h, c = lstm_cell(gates, c)
         z = draw(h)
-        return (h, c, z, torch.ones_like(live)), h
+        return (h, c, z), h
 
     def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:
         return self.emit(torch.cat([self.phi_z(z), out], dim=-1))

@@ -305,20 +305,28 @@ class _Probes(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         hub = ctx.hub
         calls, out = len(hub.inputs), grad.shape[-1]
-        per_chunk = max(1, FLUSH_ROWS // max(1, math.prod(hub.batch_shape)))
-        weight_grads: list[Tensor | None] = [None] * hub.n
-        for start in range(0, calls, per_chunk):
-            chunk = hub.inputs[start : start + per_chunk]
-            g_t = grad[start : start + len(chunk)].reshape(-1, out).t()
-            for i in range(hub.n):
-                x = torch.cat([step[i].reshape(-1, step[i].shape[-1]) for step in chunk])
-                if weight_grads[i] is None:
-                    weight_grads[i] = g_t.mm(x)
-                else:  # out= rather than addmm_: FLOP counters see this form
-                    torch.addmm(weight_grads[i], g_t, x, out=weight_grads[i])
+        rows = math.prod(hub.batch_shape)
+        weight_grads = [deferred_weight_grad(grad[:calls], [step[i] for step in hub.inputs], rows) for i in range(hub.n)]
         bias_grad = grad[:calls].reshape(-1, out).sum(0) if any(hub.has_bias) else None
         source_grad = grad if ctx.needs_input_grad[1] else None
         return None, source_grad, *weight_grads, *(bias_grad if has else None for has in hub.has_bias)
+
+
+def deferred_weight_grad(grad: Tensor, inputs: list[Tensor], rows: int) -> Tensor:
+    """sum_t grad[t]^T inputs[t]: the weight gradient of a layer that ran once per step, from
+    its output gradients (calls, *batch, out) and its inputs (one (*batch, in) per call, ``rows``
+    rows each), as a few GEMMs over chunks of ``FLUSH_ROWS`` rows."""
+    per_chunk = max(1, FLUSH_ROWS // max(1, rows))
+    out, total = grad.shape[-1], None
+    for start in range(0, len(inputs), per_chunk):
+        chunk = inputs[start : start + per_chunk]
+        g_t = grad[start : start + len(chunk)].reshape(-1, out).t()
+        x = torch.cat([step.reshape(-1, step.shape[-1]) for step in chunk])
+        if total is None:
+            total = g_t.mm(x)
+        else:  # out= rather than addmm_: FLOP counters see this form
+            torch.addmm(total, g_t, x, out=total)
+    return total
 
 
 @dataclass
@@ -347,6 +355,14 @@ def step_loop(steps: int) -> Iterator[None]:
             hub.end_forward()
 
 
+def active_loop() -> _Loop | None:
+    """The current :func:`step_loop` where in-loop layers may defer: None outside one, without
+    autograd, or inside ``torch.compile`` (which computes its own gradients)."""
+    if torch.compiler.is_compiling():  # first: Dynamo would break the graph at the ContextVar
+        return None
+    return _LOOP.get() if torch.is_grad_enabled() else None
+
+
 def in_step_loop() -> bool:
     """True inside a :func:`step_loop` block, where :class:`LoopLinear` layers defer."""
     return _LOOP.get() is not None
@@ -371,17 +387,15 @@ def loop_hub(*layers: nn.Linear, batch_shape=None, add: Tensor | None = None) ->
     ``batch_shape`` of their inputs); None when nothing would be deferred: no loop, no
     autograd, a frozen weight, autocast, or inside ``torch.compile``, which computes its own
     gradients. ``add``: what the first call adds to the product (see :class:`ProbeHub`)."""
-    if torch.compiler.is_compiling():  # first: Dynamo would break the graph at the ContextVar
-        return None
-    loop = _LOOP.get()
-    if loop is None or not torch.is_grad_enabled():
+    loop = active_loop()
+    if loop is None:
         return None
     hub = loop.hubs.get(layers)  # modules hash by identity
     if hub is None:  # the checks below hold for the whole loop: made once, not at every step
         size = sum(m.weight.numel() for m in layers)
         if size < DEFER_MIN_ELEMENTS or not all(m.weight.requires_grad for m in layers):
             return None
-        if _autocast_enabled(layers[0].weight.device.type):
+        if autocast_enabled(layers[0].weight.device.type):
             return None  # the hubs multiply in the weights' own dtype
         weights, biases = [m.weight for m in layers], [m.bias for m in layers]
         if size >= HUB_MIN_ELEMENTS:
@@ -399,7 +413,7 @@ def _deferred_product(layers: tuple[nn.Linear, ...], parts: list[Tensor], add: T
     return None if hub is None else hub.linear(*parts, add=add)
 
 
-def _autocast_enabled(device_type: str) -> bool:
+def autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
     except RuntimeError:  # a device type without autocast (meta, say): nothing is autocast there
