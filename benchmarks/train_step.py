@@ -41,6 +41,7 @@ from benchmarks.plain_zforcing import PlainDims, PlainZForcing  # noqa: E402
 from seqvae import fused  # noqa: E402
 from seqvae.composition import Composition, build_model, load_composition  # noqa: E402
 from seqvae.objective import compute_terms  # noqa: E402
+from seqvae.train import adam  # noqa: E402
 
 X_DIM = 200  # TIMIT frames of 200 samples
 DIMS = {
@@ -96,7 +97,7 @@ def make_batch(steps: int, batch: int, seed: int = 1, device: str = "cpu") -> tu
 
 
 def engine_step_fn(model: nn.Module, comp: Composition, data) -> Callable[[], float]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=comp.train.lr, eps=comp.train.adam_eps)
+    optimizer = adam(model.parameters(), lr=comp.train.lr, eps=comp.train.adam_eps)  # as seqvae.train's
     u, x, mask = data
     clip = comp.train.clip if comp.train.clip > 0 else math.inf
 

@@ -19,10 +19,11 @@ pre-activation gradients g_l, and it computes dW_l = sum_t g_l^T x_l and db_l = 
 What can join a chain: :class:`seqvae.fused.LoopLinear` layers and activation modules that
 provide ``in_loop_kernels()``, returning ``(forward_, backward_from_output)``: an in-place
 forward, and the input gradient from the output gradient and the output (see
-:class:`seqvae.nn.ClampedLeakyReLU`). A chain with any other module, a layer outside the probes'
-size range (:data:`seqvae.fused.DEFER_MIN_ELEMENTS`, :data:`seqvae.fused.HUB_MIN_ELEMENTS`), an
-input that is not (B, in), or a call outside a step loop runs its modules one by one, which
-computes the same function. Not twice differentiable inside a step loop.
+:class:`seqvae.nn.ClampedLeakyReLU`). A chain with any other module, fewer than two layers, a
+layer outside the probes' size range (:data:`seqvae.fused.DEFER_MIN_ELEMENTS`,
+:data:`seqvae.fused.HUB_MIN_ELEMENTS`), an input that is not (B, in), or a call outside a step
+loop runs its modules one by one, which computes the same function. Not twice differentiable
+inside a step loop.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def _plan(modules: Sequence[nn.Module]) -> tuple[list[_Op], list[nn.Linear]] | N
         if kernels is None:
             return None
         ops.append(_Op(forward_=kernels[0], backward=kernels[1]))
-    return (ops, layers) if layers else None
+    # one layer: the node's Python cost exceeds the few native ops it saves (STORN's posterior
+    # head, an activation and one layer, trained 6 % slower fused)
+    return (ops, layers) if len(layers) >= 2 else None
 
 
 def _chain_hub(modules: tuple[nn.Module, ...], x: Tensor) -> _ChainHub | None:
@@ -117,6 +120,17 @@ class _ChainHub:
         self.weights_t = [w.t() for w in self.weights]
         self.biases = [None if layer.bias is None else layer.bias.detach() for layer in layers]
         self.first_is_layer = ops[0].layer is not None
+        # per link, what the step's forward and backward need, looked up once per loop
+        self.forward_links = [
+            (op.layer, self.weights_t[op.layer], self.biases[op.layer], None) if op.layer is not None
+            else (None, None, None, op.forward_)
+            for op in ops
+        ]  # fmt: skip
+        self.backward_links = [
+            (position, op.layer, None if op.layer is None else self.weights[op.layer], op.backward)
+            for position, op in reversed(list(enumerate(ops)))
+        ]
+        self.layer_positions = [position for position, op in enumerate(ops) if op.layer is not None]
         self.grads: list[list[Tensor]] = []  # per step's backward: each layer's g_l (rows, out_l)
         self.inputs: list[list[Tensor]] = []  # ... and each layer's input (rows, in_l)
         params = [layer.weight for layer in layers] + [layer.bias for layer in layers]
@@ -164,42 +178,39 @@ class _ChainStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hub: _ChainHub, x: Tensor, add: Tensor | None, token: Tensor) -> Tensor:
-        inputs, outputs = [], []  # each layer's input; each activation's output
-        y, owned = x, False  # owned: y is a product made here, which an activation may overwrite
-        for op in hub.ops:
-            if op.layer is None:
-                # in place on a product; the chain's input belongs to the caller, and an
-                # activation's output is saved for backward
-                y = op.forward_(y if owned else y.clone())
-                outputs.append(y)
+        # saved[i]: what backward reads of link i: a layer's input, an activation's output
+        saved, y, owned = [], x, False  # owned: y is a product made here, free to overwrite
+        for layer, w_t, bias, kernel in hub.forward_links:
+            if kernel is not None:  # the caller's input and saved outputs are not overwritten
+                y = kernel(y if owned else y.clone())
                 owned = False
+            else:
+                if layer == 0 and add is not None:
+                    bias = add if bias is None else add + bias
+                saved.append(y)
+                y = y.mm(w_t) if bias is None else torch.addmm(bias, y, w_t)
+                owned = True
                 continue
-            inputs.append(y.detach())
-            bias = hub.biases[op.layer]
-            if op.layer == 0 and add is not None:
-                bias = add if bias is None else add + bias
-            w_t = hub.weights_t[op.layer]
-            y = y.mm(w_t) if bias is None else torch.addmm(bias, y, w_t)
-            owned = True
-        ctx.hub, ctx.inputs, ctx.outputs, ctx.has_add = hub, inputs, outputs, add is not None
+            saved.append(y)
+        if saved[-1] is y:  # the output itself would tie the graph into a reference cycle
+            saved[-1] = y.detach()
+        ctx.hub, ctx.saved, ctx.has_add = hub, saved, add is not None
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        hub, outputs = ctx.hub, ctx.outputs
+        hub, saved = ctx.hub, ctx.saved
         layer_grads: list[Tensor | None] = [None] * len(hub.weights)
-        g, act = grad, len(outputs)
-        for position in range(len(hub.ops) - 1, -1, -1):
-            op = hub.ops[position]
-            if op.layer is None:
-                act -= 1
-                g = op.backward(g, outputs[act])
+        g = grad
+        for position, layer, weight, kernel in hub.backward_links:
+            if kernel is not None:
+                g = kernel(g, saved[position])
                 continue
-            layer_grads[op.layer] = g
+            layer_grads[layer] = g
             if position > 0 or ctx.needs_input_grad[1]:
-                g = g.mm(hub.weights[op.layer])
+                g = g.mm(weight)
         hub.grads.append(layer_grads)
-        hub.inputs.append(ctx.inputs)
+        hub.inputs.append([saved[position] for position in hub.layer_positions])
         grad_x = g if ctx.needs_input_grad[1] else None
         grad_add = layer_grads[0] if ctx.has_add and ctx.needs_input_grad[2] else None
         return None, grad_x, grad_add, None  # None for the token: its node still runs after this one

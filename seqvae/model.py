@@ -240,6 +240,8 @@ class SequenceModel(nn.Module):
             # out_t is the state that the decoder passes as cond_{t+1}: one stack serves both
             states = torch.stack([conds[0], *outs])
             cond, out = states[:-1], states[1:]
+        elif all(c is o for c, o in zip(conds, outs, strict=True)):  # out_t is cond_t itself
+            cond = out = torch.stack(outs)
         else:
             cond, out = torch.stack(conds), torch.stack(outs)
         if prior_mus:

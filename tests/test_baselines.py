@@ -175,6 +175,25 @@ def test_vrnn_h0_is_zero_and_the_emission_reads_z_t_and_h_t_minus_1():
     torch.testing.assert_close(trace.params, expected)
 
 
+def test_vrnn_first_step_sends_no_gradient_and_sampling_shuts_only_step_1(monkeypatch):
+    """h_0 = 0 comes from shutting step 1's input and output gates (plugins/vrnn_lstm.py): what
+    reaches the recurrence at step 1 gets exactly no gradient, and a sampler, which calls
+    precompute once per step, gets the zero state at step 1 only."""
+    model, _ = tiny_baseline("vrnn")
+    u, x, mask = batch(steps=4)
+    u.requires_grad_(True)
+    trace = model(u, x, mask, _noise(model, 4, 2))
+    (trace.params.sum() + trace.post_mu.sum()).backward()
+    assert u.grad[0].abs().max() == 0  # u_1 feeds only step 1's (shut) update
+    assert u.grad[1].abs().max() > 0
+    conds = []
+    forward = model.prior.forward
+    monkeypatch.setattr(model.prior, "forward", lambda cond: conds.append(cond.clone()) or forward(cond))
+    model.sample(2, 3)
+    assert torch.count_nonzero(conds[0]) == 0
+    assert torch.count_nonzero(conds[1]) > 0 and torch.count_nonzero(conds[2]) > 0
+
+
 def test_vrnn_posterior_reads_x_t_through_the_decoders_phi_x():
     model, _ = tiny_baseline("vrnn")
     u, x, mask = batch(steps=5)
