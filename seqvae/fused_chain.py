@@ -1,6 +1,6 @@
 """In-loop chains of small linear layers and activations as one autograd node per step.
 
-An MLP inside a step loop (a posterior's hidden layers, VRNN's phi_z on z_{t-1}) runs a handful
+An MLP inside a step loop (a posterior's hidden layers, a feature extractor on z_{t-1}) runs a handful
 of (B, in) x (in, out) products with B = 32: the arithmetic is a few microseconds, and plain
 autograd spends about as much again on each op and its node. Even with deferred weight
 gradients (:class:`seqvae.fused.ProbeHub`) a four-layer MLP with clamped leaky ReLUs costs twelve
@@ -83,8 +83,8 @@ def _plan(modules: Sequence[nn.Module]) -> tuple[list[_Op], list[nn.Linear]] | N
         if kernels is None:
             return None
         ops.append(_Op(forward_=kernels[0], backward=kernels[1]))
-    # one layer: the node's Python cost exceeds the few native ops it saves (STORN's posterior
-    # head, an activation and one layer, trained 6 % slower fused)
+    # one layer: the node's Python cost exceeds the few native ops it saves (a posterior head of
+    # an activation and one layer trained 6 % slower fused)
     return (ops, layers) if len(layers) >= 2 else None
 
 

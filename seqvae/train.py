@@ -146,7 +146,7 @@ def resume_step(out_dir: str | Path) -> int | None:
 def adam(params, lr: float, eps: float) -> torch.optim.Adam:
     """Adam with PyTorch's fused kernels where they exist (CPU and CUDA floating-point weights):
     the same update as the default multi-tensor one, up to rounding, in one kernel per step
-    (VRNN at small sizes, 1.0 M weights in 51 tensors: 0.55 ms a step instead of 2.5 ms)."""
+    (1.0 M weights in 51 tensors, benchmarks/README.md: 0.55 ms a step instead of 2.5 ms)."""
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.Adam(params, lr=lr, eps=eps, fused=True if fused else None)
