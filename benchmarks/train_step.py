@@ -48,7 +48,7 @@ DIMS = {
     "timit": {"emb": 512, "rnn": 1024, "mlp": 512, "z": 256},
     "small": {"emb": 128, "rnn": 256, "mlp": 128, "z": 64},
 }
-MLP_ENCODERS = {"filtering-mlp"}
+MLP_ENCODERS = {"filtering-mlp", "ladder-posterior"}
 """Encoders whose ``hidden`` option is an MLP width rather than an RNN state."""
 UPDATE = 1000
 """The optimiser update whose schedule values (KL and auxiliary weights) the steps use."""
@@ -59,15 +59,17 @@ def size_overrides(name: str, dims: str) -> list[str]:
 
     ``timit`` is the built-in compositions' own (speech) sizes, and for Z-Forcing exactly the
     authors' TIMIT setting. ``small`` maps option names onto the small sizes: embeddings and
-    feature extractors to emb, recurrent states to rnn, MLP widths to mlp, the latent to z.
+    feature extractors to emb, recurrent states to rnn, MLP widths and TCN channels to mlp, the
+    latent to z.
     """
     if dims == "timit":
         return []
     d = DIMS[dims]
     comp = load_composition(name)
     out = [f"model.latent_dim={d['z']}"]
+    # TCN channels: STCN-large's 512 map to a quarter, as Z-Forcing's 1024-unit states to 256
     by_name = {"embed": "emb", "x_features": "emb", "mlp": "mlp", "cond_mlp": "mlp",
-               "z_features": "mlp", "emission_hidden": "mlp"}  # fmt: skip
+               "z_features": "mlp", "emission_hidden": "mlp", "channels": "mlp", "output_channels": "mlp"}  # fmt: skip
     specs = [(f"model.{slot}", slot, spec) for slot, spec in comp.slots.items()]
     specs += [(f"model.aux.{key}", "aux", spec) for key, spec in comp.aux.items()]
     for path, slot, spec in specs:
