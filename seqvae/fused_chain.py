@@ -19,8 +19,8 @@ pre-activation gradients g_l, and it computes dW_l = sum_t g_l^T x_l and db_l = 
 What can join a chain: :class:`seqvae.fused.LoopLinear` layers and activation modules that
 provide ``in_loop_kernels()``, returning ``(forward_, backward_from_output)``: an in-place
 forward, and the input gradient from the output gradient and the output (see
-:class:`seqvae.nn.ClampedLeakyReLU`). A chain with any other module, fewer than two layers, a
-layer outside the probes' size range (:data:`seqvae.fused.DEFER_MIN_ELEMENTS`,
+:class:`seqvae.nn.ClampedLeakyReLU`). A chain with any other module, a module with forward
+hooks, fewer than two layers, a layer outside the probes' size range (:data:`seqvae.fused.DEFER_MIN_ELEMENTS`,
 :data:`seqvae.fused.HUB_MIN_ELEMENTS`), an input that is not (B, in), or a call outside a step
 loop runs its modules one by one, which computes the same function. Not twice differentiable
 inside a step loop.
@@ -72,6 +72,8 @@ def _plan(modules: Sequence[nn.Module]) -> tuple[list[_Op], list[nn.Linear]] | N
     """The chain's links and its layers, or None where some module cannot join a fused chain."""
     ops, layers = [], []
     for module in modules:
+        if module._forward_hooks or module._forward_pre_hooks:
+            return None  # run module by module, so that the hooks see every call
         if isinstance(module, fused.LoopLinear):
             if not fused.DEFER_MIN_ELEMENTS <= module.weight.numel() < fused.HUB_MIN_ELEMENTS:
                 return None  # left to plain autograd, or a weight hub's packed products serve it better

@@ -18,8 +18,10 @@ The step contract covers the common dependency structures of stochastic RNNs (RE
   is declared too (:meth:`Component.reads`, :meth:`Encoder.summary_reads`): the builder
   refuses a composition whose parts do not fit, naming both;
 - layers that run once per step inside the loop are :class:`seqvae.fused.LoopLinear` (or
-  :func:`seqvae.fused.linear_sum`): the engine's fast path, which the conformance suite's
-  ``fast-path`` property checks against plain autograd for every composition.
+  :func:`seqvae.fused.linear_sum`), and in-loop MLPs :class:`seqvae.fused_chain.LoopSequential`
+  (what ``seqvae.nn.mlp(..., linear=LoopLinear)`` builds: one autograd node per step): the
+  engine's fast path, which the conformance suite's ``fast-path`` property checks against plain
+  autograd for every composition.
 - a decoder with :attr:`Decoder.parallel_latents` has no step loop: it draws a hierarchy of
   latent layers z_t^L..z_t^1, each for all steps at once, top-down, through
   :meth:`Decoder.latents`; the prior and the encoder then give one layer's Gaussian at a time

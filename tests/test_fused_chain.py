@@ -142,6 +142,15 @@ def test_a_chain_that_cannot_be_fused_runs_module_by_module_with_the_same_result
     torch.testing.assert_close(y_fast, y_plain, rtol=1e-12, atol=1e-12)
 
 
+def test_a_module_with_a_forward_hook_is_called_at_every_step():
+    chain = CHAINS["mlp"]()
+    calls = []
+    chain[2].register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    y, _ = _unroll(chain, torch.randn(T, B, 5, requires_grad=True))
+    assert "_ChainStepBackward" not in _node_names(y)
+    assert calls == [torch.Size([B, 6])] * T
+
+
 def test_deferral_switched_off_or_a_weight_hub_sized_layer_leaves_the_chain_unfused(monkeypatch):
     chain = [m.double() for m in CHAINS["mlp"]()]
     xs = torch.randn(T, B, 5, dtype=torch.float64, requires_grad=True)
