@@ -154,7 +154,7 @@ def write_tensorboard_summary(writer, plan: BenchPlan, comp: Composition, net: S
     """hparams with the final test metrics in the run itself, and samples from the model."""
     hparams = {"model": row["model"], "dataset": row["dataset"], "seed": row["seed"],
                "lr": comp.train.lr, "batch_size": comp.train.batch_size, "latent_dim": comp.latent_dim}  # fmt: skip
-    keys = ("elbo", "iwae", "kl", "recon", "active_units", "kl_static", "active_units_static")
+    keys = ("elbo", "iwae", "kl", "recon", "active_units", "kl_static", "kl_per_step", "active_units_static")
     metrics = {f"test/{k}": float(row[k]) for k in keys if row[k] is not None}
     writer.add_hparams(hparams, metrics, run_name=".")
     steps = min(100, max(plan.dataset.split("test").batch(torch.arange(1)).x.shape[0], 16))

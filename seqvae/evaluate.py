@@ -58,7 +58,8 @@ class Evaluation:
 
     def report(self, unit: str) -> dict[str, float | int | None]:
         """The bounds in a data set's ``unit``; KL, reconstruction and aux costs in nats per
-        sequence (per image) or per step (music, text). A non-finite value is kept as it is:
+        sequence (per image) or per step (music, text); ``kl_static`` per sequence and
+        ``kl_per_step`` per step whatever the unit. A non-finite value is kept as it is:
         :func:`seqvae.results.checked` makes it the error of a result row."""
         per = self.sequences if unit in ("nats per sequence", "nats per image") else self.steps
         per = max(per, 1.0)
@@ -74,6 +75,9 @@ class Evaluation:
             "active_units": self.active_units,
             # a sequence-level latent's KL is per sequence whatever the unit
             "kl_static": None if "kl_static" not in self.sums else self.sums["kl_static"] / max(self.sequences, 1.0),
+            # the per-step latents' KL per step, whatever the unit: beside a sequence-level
+            # latent's KL per sequence, what each latent costs at its own time scale
+            "kl_per_step": self.sums["kl"] / max(self.steps, 1.0),
             "active_units_static": self.active_units_static,
         }
 

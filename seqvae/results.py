@@ -18,7 +18,7 @@ from seqvae.checkpoint import atomic_write_text
 
 FIELDS = (
     "model", "dataset", "seed", "split", "elbo", "iwae", "iwae_k", "unit", "kl", "recon", "aux",
-    "active_units", "kl_static", "active_units_static", "steps", "train_seconds", "eval_seconds", "params",
+    "active_units", "kl_static", "kl_per_step", "active_units_static", "steps", "train_seconds", "eval_seconds", "params",
     "test_sequences", "test_steps", "data", "paper", "error",
 )  # fmt: skip
 """One row per model, data set and seed."""
@@ -82,7 +82,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                "error")  # fmt: skip
     if any(row.get("kl_static") is not None for row in rows):  # a model with a sequence-level latent
         at = columns.index("active_units") + 1
-        columns = (*columns[:at], "kl_static", "active_units_static", *columns[at:])
+        columns = (*columns[:at], "kl_static", "kl_per_step", "active_units_static", *columns[at:])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [_fmt(row.get(c)).replace("|", "/").replace("\n", " ") for c in columns]

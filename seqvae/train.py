@@ -96,7 +96,8 @@ def _summary(ev: Evaluation, unit: str) -> dict[str, float]:
     """Per-sequence means (for model selection), and the ELBO in the data set's unit."""
     out = {key: ev.mean(key) for key in ev.sums}
     out["active_units"] = float(ev.active_units)
-    out["elbo_in_unit"] = ev.report(unit)["elbo"]
+    report = ev.report(unit)
+    out["elbo_in_unit"], out["kl_per_step"] = report["elbo"], report["kl_per_step"]
     return out
 
 
@@ -218,6 +219,8 @@ def _train(comp, dataset, out_dir, seed, device, progress, budget, writer, resum
             for key in ("iwae", "kl_static"):
                 if key in summary:
                     writer.add_scalar(f"val/{key}", summary[key], step)
+            if "kl_static" in summary:  # the dynamic latent's KL per step beside the static one's
+                writer.add_scalar("val/kl_per_step", summary["kl_per_step"], step)
             if ev.kl_per_dim.numel():
                 writer.add_histogram("val/kl_per_dim", ev.kl_per_dim, step)
         if summary["elbo"] > state.best["elbo"] or not best_path.exists():

@@ -106,6 +106,12 @@ def test_evaluation_reports_f_apart_and_its_active_units(toy_npz):
     assert report["kl_static"] == pytest.approx(ev.sums["kl_static"] / 64) and report["kl_static"] > 0
     assert 0 <= report["active_units_static"] <= 5
     assert report["elbo"] == pytest.approx((ev.sums["recon"] - ev.sums["kl"] - ev.sums["kl_static"]) / 64)
+    # z's KL per step beside f's per sequence, whatever the unit: per sequence the KL of z is
+    # its per-step KL times the mean length
+    steps = float(split.mask.sum())
+    assert report["kl_per_step"] == pytest.approx(ev.sums["kl"] / steps) and report["kl_per_step"] > 0
+    assert report["kl"] == pytest.approx(report["kl_per_step"] * steps / 64)
+    assert ev.report("nats per step")["kl_per_step"] == pytest.approx(report["kl_per_step"])
     # a model without a static latent reports none
     plain = build_model(shrink(load_composition("dkf")), 3)
     assert evaluate(plain, comp, split).report("nats per sequence")["kl_static"] is None
@@ -123,8 +129,26 @@ def test_train_eval_and_sample_from_the_command_line(toy_npz, tmp_path, capsys):
     checkpoint = str(out / "checkpoints" / "last.pt")
     assert main(["eval", checkpoint, "--dataset", "npz", "--data", str(toy_npz), "--iwae-k", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["kl_static"] > 0 and result["active_units_static"] is not None
+    assert result["kl_static"] > 0 and result["active_units_static"] is not None and result["kl_per_step"] > 0
     assert main(["sample", checkpoint, "--n", "3", "--steps", "5", "--out", str(tmp_path / "s.npz")]) == 0
+
+
+def test_tensorboard_gets_the_kl_of_f_per_sequence_and_of_z_per_step(toy_npz, tmp_path):
+    from seqvae_plugins.npz_dataset import NpzDataset
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from seqvae.train import train
+
+    comp = load_composition("dsae", [*SMALL, "train.eval_every=2", "train.batch_size=16"])
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    train(comp, NpzDataset(toy_npz, None), tmp_path / "run", max_steps=4, writer=writer, progress=False)
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    val = {tag: [e.value for e in events.Scalars(tag)] for tag in ("val/kl_static", "val/kl_per_step")}
+    assert len(val["val/kl_static"]) == len(val["val/kl_per_step"]) == 2
+    assert all(v > 0 for values in val.values() for v in values)
 
 
 def test_a_static_latent_needs_a_decoder_that_reads_it_and_back():
