@@ -32,7 +32,6 @@ from seqvae.fused_chain import LoopSequential
 from seqvae.nn import ClampedLeakyReLU, lstm_cell, mlp
 from seqvae.slots import Decoder, Draw, State
 
-
 SHUT = -1e30
 """The input and output gates' pre-activation at step 1: sigmoid gives exactly 0 from it (in
 float16 it is -inf, which gives 0 too)."""

@@ -306,7 +306,8 @@ class _Probes(torch.autograd.Function):
         hub = ctx.hub
         calls, out = len(hub.inputs), grad.shape[-1]
         rows = math.prod(hub.batch_shape)
-        weight_grads = [deferred_weight_grad(grad[:calls], [step[i] for step in hub.inputs], rows) for i in range(hub.n)]
+        inputs = [[step[i] for step in hub.inputs] for i in range(hub.n)]
+        weight_grads = [deferred_weight_grad(grad[:calls], layer_inputs, rows) for layer_inputs in inputs]
         bias_grad = grad[:calls].reshape(-1, out).sum(0) if any(hub.has_bias) else None
         source_grad = grad if ctx.needs_input_grad[1] else None
         return None, source_grad, *weight_grads, *(bias_grad if has else None for has in hub.has_bias)

@@ -1,8 +1,8 @@
 """In-loop chains of small linear layers and activations as one autograd node per step.
 
-An MLP inside a step loop (a posterior's hidden layers, a feature extractor on z_{t-1}) runs a handful
-of (B, in) x (in, out) products with B = 32: the arithmetic is a few microseconds, and plain
-autograd spends about as much again on each op and its node. Even with deferred weight
+An MLP inside a step loop (a posterior's hidden layers, a feature extractor on z_{t-1}) runs a
+handful of (B, in) x (in, out) products with B = 32: the arithmetic is a few microseconds, and
+plain autograd spends about as much again on each op and its node. Even with deferred weight
 gradients (:class:`seqvae.fused.ProbeHub`) a four-layer MLP with clamped leaky ReLUs costs twelve
 ops forward and twelve nodes backward per step. :class:`LoopSequential` and :func:`run_chain` run
 the whole chain as one node: its forward calls the same kernels (``addmm``, then each
@@ -20,10 +20,11 @@ What can join a chain: :class:`seqvae.fused.LoopLinear` layers and activation mo
 provide ``in_loop_kernels()``, returning ``(forward_, backward_from_output)``: an in-place
 forward, and the input gradient from the output gradient and the output (see
 :class:`seqvae.nn.ClampedLeakyReLU`). A chain with any other module, a module with forward
-hooks, fewer than two layers, a layer outside the probes' size range (:data:`seqvae.fused.DEFER_MIN_ELEMENTS`,
-:data:`seqvae.fused.HUB_MIN_ELEMENTS`), an input that is not (B, in), or a call outside a step
-loop runs its modules one by one, which computes the same function. Not twice differentiable
-inside a step loop.
+hooks, fewer than two layers, a layer outside the probes' size range
+(:data:`seqvae.fused.DEFER_MIN_ELEMENTS`, :data:`seqvae.fused.HUB_MIN_ELEMENTS`), an input that is
+not (B, in), or a call outside a step loop runs its modules one by one, which computes the same
+function. Not twice differentiable inside a step loop; like every in-loop layer, a step keeps
+its inputs for backward without a version check, so they must not be changed in place.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from seqvae.checkpoint import atomic_write_text
 
 FIELDS = (
     "model", "dataset", "seed", "split", "elbo", "iwae", "iwae_k", "unit", "kl", "recon", "aux",
-    "active_units", "kl_static", "kl_per_step", "active_units_static", "steps", "train_seconds", "eval_seconds", "params",
-    "test_sequences", "test_steps", "data", "paper", "error",
+    "active_units", "kl_static", "kl_per_step", "active_units_static", "steps", "train_seconds",
+    "eval_seconds", "params", "test_sequences", "test_steps", "data", "paper", "error",
 )  # fmt: skip
 """One row per model, data set and seed."""
 
