@@ -8,14 +8,9 @@ sum sum_t g_t^T x_t = G^T X over the stacked per-step gradients and inputs, so t
 records (g_t, x_t) during backward and computes it once autograd has visited every step, as a
 few large GEMMs over chunks of steps (see ``FLUSH_ROWS``).
 
-How it is wired into autograd: for each layer and loop, a :class:`WeightHub` makes an autograd
-node that takes the weight and bias and outputs a scalar *token*; every step's product reads
-the token (and sends it no gradient). Autograd runs a node only after all its consumers, so
-the hub's backward runs after every step's backward and finds all (g_t, x_t) collected.
-
-On CPU the hub also reorders a large weight once per loop into oneDNN's blocked layout (and
-its transpose once per backward), so that the T skinny products of the loop, forward and
-backward, skip the repacking a plain GEMM call does every time.
+Large layers go through a :class:`~seqvae.weight_hub.WeightHub` (``seqvae/weight_hub.py``): an
+autograd node that runs after every step's backward and finds all (g_t, x_t) collected, and on
+CPU weights reordered once per loop into oneDNN's blocked layout.
 
 Small layers (fewer than ``HUB_MIN_ELEMENTS`` weights) defer their weight gradient without a
 Python autograd node per step, whose overhead would exceed what they save: see
@@ -39,10 +34,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from seqvae.weight_hub import WeightHub
 
 DEFER_MIN_ELEMENTS = 0
 """Layers whose weights have fewer elements are left to plain autograd (an ablation knob:
@@ -62,160 +61,6 @@ inner size of 256 run near the matmul rate, and only that many rows are held at 
 PACK_MIN_ELEMENTS = 1 << 18
 """Weights with fewer elements are multiplied with plain GEMM calls: for them the reorder and
 the oneDNN call overhead cost more than packing saves."""
-
-
-def _can_pack(weight: Tensor) -> bool:
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == torch.float32
-        and weight.dim() == 2
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-    )
-
-
-class _PackedWeight:
-    """``weight`` (out, in) reordered for products x @ weight^T with x of ``rows`` rows."""
-
-    __slots__ = ("packed",)
-
-    def __init__(self, weight: Tensor, rows: int) -> None:
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
-
-    def linear(self, x: Tensor, bias: Tensor | None, add: Tensor | None) -> Tensor:
-        if add is None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
-        return torch.ops.mkldnn._linear_pointwise.binary(x, add.contiguous(), self.packed, bias, "add")
-
-
-class WeightHub:
-    """The (weight, bias) pairs of one or more layers in one loop.
-
-    :meth:`linear` runs once per step on the concatenation of the layers' inputs, as one
-    product with the weights concatenated along their input dimension; the weight and bias
-    gradients are deferred to one GEMM when backward reaches the loop's start.
-    """
-
-    def __init__(self, weights: list[Tensor], biases: list[Tensor | None]) -> None:
-        self.weights = [w.detach() for w in weights]
-        self.needs_grad = [w.requires_grad for w in weights]
-        self.n = len(weights)
-        self.has_bias = [b is not None for b in biases]
-        present = [b.detach() for b in biases if b is not None]
-        self.bias = None if not present else present[0] if len(present) == 1 else sum(present)
-        self.grads: list[Tensor] = []  # per step: dL/d(output), (rows, out)
-        self.inputs: list[tuple[Tensor, ...]] = []  # per step: the layers' inputs, (rows, in_i)
-        self.rows = 0  # rows recorded since the last flush
-        self.weight_grads: list[Tensor | None] = [None] * self.n
-        self.bias_grad: Tensor | None = None
-        self.can_pack = _can_pack(self.weights[0]) and sum(w.numel() for w in weights) >= PACK_MIN_ELEMENTS
-        self._weight: Tensor | None = None
-        self.packed: _PackedWeight | None = None
-        self.packed_t: _PackedWeight | None = None
-        self.token = _Hub.apply(self, *weights, *biases)
-
-    @property
-    def weight(self) -> Tensor:
-        """The weights concatenated along their input dimension (made once, when first used)."""
-        if self._weight is None:
-            self._weight = self.weights[0] if self.n == 1 else torch.cat(self.weights, 1)
-        return self._weight
-
-    def linear(self, *parts: Tensor, add: Tensor | None = None) -> Tensor:
-        """``[parts] @ weight^T + bias (+ add)`` for one step: ``parts`` are the layers' inputs
-        (..., in_i), in the order of the weights."""
-        return _StepLinear.apply(add, self.token, self, *parts)
-
-    def end_forward(self) -> None:
-        """The loop's forward is over: drop what only the forward products need."""
-        self.packed = None
-        if self.can_pack:
-            self._weight = None
-
-    def _forward(self, x: Tensor, add: Tensor | None) -> Tensor:
-        if self.can_pack and x.dim() == 2:
-            if self.packed is None:
-                self.packed = _PackedWeight(self.weight, x.shape[0])
-                self._weight = None  # the packed copy replaces it
-            return self.packed.linear(x.contiguous(), self.bias, add)
-        y = F.linear(x, self.weight, self.bias)
-        return y if add is None else y.add_(add)
-
-    def record(self, grad: Tensor, parts: tuple[Tensor, ...]) -> None:
-        """Keep one step's output gradient and inputs; every ``FLUSH_ROWS`` rows, add their
-        weight gradient to the running sums, so that only a few steps are held at a time."""
-        self.grads.append(grad)
-        self.inputs.append(parts)
-        self.rows += grad.shape[0]
-        if self.rows >= FLUSH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Add the weight and bias gradients of the recorded steps as one product per layer."""
-        if not self.grads:
-            return
-        g_t = torch.cat(self.grads).t()
-        for i in range(self.n):
-            if not self.needs_grad[i]:
-                continue
-            x = torch.cat([step[i] for step in self.inputs])
-            if self.weight_grads[i] is None:
-                self.weight_grads[i] = g_t.mm(x)
-            else:
-                torch.addmm(self.weight_grads[i], g_t, x, out=self.weight_grads[i])
-        if any(self.has_bias):
-            self.bias_grad = g_t.sum(1) if self.bias_grad is None else self.bias_grad.add_(g_t.sum(1))
-        self.grads, self.inputs, self.rows = [], [], 0
-
-    def _grad_input(self, grad: Tensor) -> Tensor:
-        if self.can_pack and grad.dim() == 2:
-            if self.packed_t is None:  # transposed straight from the parameters: one copy
-                self.packed_t = _PackedWeight(torch.cat([w.t() for w in self.weights]), grad.shape[0])
-            return self.packed_t.linear(grad.contiguous(), None, None)
-        return grad.matmul(self.weight)
-
-
-class _Hub(torch.autograd.Function):
-    """Autograd node that runs after every step's backward: it finishes the weight gradients."""
-
-    @staticmethod
-    def forward(ctx, hub: WeightHub, *weights_and_biases: Tensor | None) -> Tensor:
-        ctx.hub = hub
-        return weights_and_biases[0].new_zeros(())
-
-    @staticmethod
-    def backward(ctx, _token_grad: Tensor):
-        hub = ctx.hub
-        hub.flush()
-        weight_grads, bias_grad = hub.weight_grads, hub.bias_grad
-        hub.weight_grads, hub.bias_grad, hub.packed_t, hub._weight = [None] * hub.n, None, None, None
-        bias_grads = [bias_grad if has else None for has in hub.has_bias]
-        return None, *weight_grads, *bias_grads
-
-
-class _StepLinear(torch.autograd.Function):
-    """One step's product of the hub's weights with ``parts``, the layers' inputs, which are
-    concatenated only for the product: the step saves the parts it was given, no copy."""
-
-    @staticmethod
-    def forward(ctx, add: Tensor | None, token: Tensor, hub: WeightHub, *parts: Tensor) -> Tensor:
-        ctx.save_for_backward(*parts)
-        ctx.hub = hub
-        ctx.has_add = add is not None
-        return hub._forward(parts[0] if len(parts) == 1 else torch.cat(parts, -1), add)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        parts = ctx.saved_tensors
-        hub = ctx.hub
-        hub.record(grad.reshape(-1, grad.shape[-1]), tuple(p.reshape(-1, p.shape[-1]) for p in parts))
-        grad_parts = [None] * len(parts)
-        if any(ctx.needs_input_grad[3:]):
-            grad_x = hub._grad_input(grad)
-            grad_parts = grad_x.split([p.shape[-1] for p in parts], -1) if len(parts) > 1 else [grad_x]
-        grad_add = grad if ctx.has_add and ctx.needs_input_grad[0] else None
-        return grad_add, None, None, *grad_parts  # None for the token: the hub still runs after every step
 
 
 class ProbeHub:
@@ -400,6 +245,8 @@ def loop_hub(*layers: nn.Linear, batch_shape=None, add: Tensor | None = None) ->
             return None  # the hubs multiply in the weights' own dtype
         weights, biases = [m.weight for m in layers], [m.bias for m in layers]
         if size >= HUB_MIN_ELEMENTS:
+            from seqvae.weight_hub import WeightHub  # once per loop and layer group
+
             hub = WeightHub(weights, biases)
         elif batch_shape is not None:
             hub = ProbeHub(weights, biases, loop.steps, batch_shape, add, loop.sequences)
@@ -454,3 +301,13 @@ def linear_sum(layers: list[nn.Linear], inputs: list[Tensor], add: Tensor | None
         out = y if out is None else out + y
     return out
 
+
+
+def __getattr__(name: str):
+    # seqvae.weight_hub imports this module (it reads the knobs above at each call), so its
+    # names are looked up on first use rather than imported here
+    if name in ("WeightHub", "_can_pack"):
+        from seqvae import weight_hub
+
+        return getattr(weight_hub, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

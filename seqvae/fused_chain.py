@@ -10,7 +10,7 @@ activation's kernels in place) with autograd off, its backward walks the chain o
 activation's backward from its output, one ``mm`` per layer for the input gradient), and the
 weight and bias gradients are deferred to a few GEMMs after the loop, as for every in-loop layer.
 
-How the deferral is wired (as :class:`seqvae.fused.WeightHub`'s): when the loop first runs the
+How the deferral is wired (as :class:`seqvae.weight_hub.WeightHub`'s): when the loop first runs the
 chain, a node takes the layers' weights and biases and outputs a scalar *token* that every
 step's node reads and sends no gradient. Autograd runs the token's node only after all its
 consumers, so when it runs, every step's backward has recorded its layers' inputs and
