@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from seqvae_plugins._lstm import LSTMOverLatent
 from torch import Tensor, nn
 
 from seqvae import hookimpl
-from seqvae.fused import LoopLinear, linear_sum
-from seqvae.nn import lstm_cell, mlp
+from seqvae.fused import LoopLinear
+from seqvae.nn import mlp
 from seqvae.slots import Decoder, Draw, State
 
 
@@ -31,7 +32,7 @@ class DSAEOptions:
     emission_layers: int = 2
 
 
-class DSAEDecoder(Decoder):
+class DSAEDecoder(LSTMOverLatent, Decoder):
     """A recurrent prior over z_t and an emission from (z_t, f); reads the static latent f."""
 
     name = "dsae"
@@ -62,16 +63,8 @@ class DSAEDecoder(Decoder):
         # the gates' bias as a per-step addend: the in-loop product adds it in the same call
         return {"gates": self.gate_bias.expand(*u.shape[:2], -1)}, None
 
-    def initial_state(self, batch: int) -> State:
-        zeros = self.hidden_gates.weight.new_zeros(batch, self.options.hidden)
-        return zeros, zeros
-
     def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
-        h, c = state
-        z = draw(h)
-        gates = linear_sum([self.hidden_gates, self.latent_gates], [h, z], add=pre_t["gates"])
-        h, c = lstm_cell(gates, c)
-        return (h, c), h
+        return self.lstm_step(state, pre_t["gates"], draw)
 
     def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:
         return self.emit(torch.cat([z, pre["static"]], dim=-1))

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from seqvae_plugins._lstm import LSTMOverLatent
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from seqvae import hookimpl
-from seqvae.fused import LoopLinear, linear_sum
-from seqvae.nn import lstm_cell, mlp
+from seqvae.fused import LoopLinear
+from seqvae.nn import mlp
 from seqvae.slots import Decoder, Draw, State
 
 
@@ -33,7 +34,7 @@ class LatentLSTMOptions:
     """0: the emission is linear in h_t; otherwise an MLP with this hidden size."""
 
 
-class LatentLSTMDecoder(Decoder):
+class LatentLSTMDecoder(LSTMOverLatent, Decoder):
     """LSTM whose gates read the latent z_t at every step; exposes cond_t = h_{t-1}."""
 
     name = "latent-lstm"
@@ -72,24 +73,18 @@ class LatentLSTMDecoder(Decoder):
             gates = self.input_norm(gates)
         return {"gates": gates}, None
 
-    def initial_state(self, batch: int) -> State:
-        zeros = self.hidden_gates.weight.new_zeros(batch, self.options.hidden)
-        return zeros, zeros
-
     def step(self, state: State, pre_t: dict[str, Tensor], draw: Draw) -> tuple[State, Tensor]:
+        if not self.options.cond_ln:
+            return self.lstm_step(state, pre_t["gates"], draw)
         h, c = state
         z = draw(h)
-        if self.options.cond_ln:
-            recurrent = self.hidden_gates(h)
-            gain, bias = self.latent_film(z).clamp(-3.0, 3.0).chunk(2, dim=-1)
-            recurrent = F.layer_norm(recurrent, recurrent.shape[-1:]) * (1.0 + gain) + bias
-            gates = pre_t["gates"] + recurrent
-            i, f, g, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(self.cell_norm(c))
-        else:  # [h, z] @ [W_hh, W_z]^T + pre_t: one product per step, forward and backward
-            gates = linear_sum([self.hidden_gates, self.latent_gates], [h, z], add=pre_t["gates"])
-            h, c = lstm_cell(gates, c)
+        recurrent = self.hidden_gates(h)
+        gain, bias = self.latent_film(z).clamp(-3.0, 3.0).chunk(2, dim=-1)
+        recurrent = F.layer_norm(recurrent, recurrent.shape[-1:]) * (1.0 + gain) + bias
+        gates = pre_t["gates"] + recurrent
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(self.cell_norm(c))
         return (h, c), h
 
     def emission(self, out: Tensor, z: Tensor | None, pre: dict[str, Tensor]) -> Tensor:

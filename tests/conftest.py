@@ -58,6 +58,22 @@ def batch(steps: int = 6, size: int = 2, x_dim: int = 3, seed: int = 1) -> tuple
     return seq[:-1], seq[1:], torch.ones(steps, size)
 
 
+def sample_then_eval(checkpoint: Path, npz: Path, out: Path, capsys, iwae_k: int = 4) -> dict:
+    """``seqvae sample`` from ``checkpoint`` (3 sequences of 5 steps into ``out``), then
+    ``seqvae eval --json`` on ``npz``: its result, the IWAE bound at or above the ELBO."""
+    import json
+
+    from seqvae.cli import main
+
+    assert main(["sample", str(checkpoint), "--n", "3", "--steps", "5", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(checkpoint), "--dataset", "npz", "--data", str(npz), "--iwae-k", str(iwae_k), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # nats per sequence of a log-likelihood: higher is better, IWAE above the ELBO
+    assert result["iwae"] >= result["elbo"]
+    return result
+
+
 @pytest.fixture
 def toy_npz(tmp_path: Path) -> Path:
     return write_demo_npz(tmp_path / "toy.npz", dims=3, steps=12)

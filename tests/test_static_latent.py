@@ -18,6 +18,7 @@ from seqvae.objective import compute_terms
 from seqvae.testing import shrink
 from seqvae.testing.batches import make_batch
 from tests.bounds import weights_and_elbo
+from tests.conftest import sample_then_eval
 
 SMALL = ["model.static.dim=5", "model.static.embed=6", "model.static.hidden=7", "model.latent_dim=3",
          "model.decoder.hidden=8", "model.decoder.emission_hidden=9", "model.encoder.embed=6",
@@ -125,12 +126,8 @@ def test_train_eval_and_sample_from_the_command_line(toy_npz, tmp_path, capsys):
                  "--max-steps", "6", *sets]) == 0  # fmt: skip
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert all(record["kl_static"] > 0 for record in log)
-    capsys.readouterr()
-    checkpoint = str(out / "checkpoints" / "last.pt")
-    assert main(["eval", checkpoint, "--dataset", "npz", "--data", str(toy_npz), "--iwae-k", "2", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = sample_then_eval(out / "checkpoints" / "last.pt", toy_npz, tmp_path / "s.npz", capsys, iwae_k=2)
     assert result["kl_static"] > 0 and result["active_units_static"] is not None and result["kl_per_step"] > 0
-    assert main(["sample", checkpoint, "--n", "3", "--steps", "5", "--out", str(tmp_path / "s.npz")]) == 0
 
 
 def test_tensorboard_gets_the_kl_of_f_per_sequence_and_of_z_per_step(toy_npz, tmp_path):
