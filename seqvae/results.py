@@ -111,7 +111,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines += ["", "Units: speech ELBO/IWAE in nats per sequence (higher is better); music in nats "
               "per step and MNIST in nats per image as negative log-likelihood bounds (lower is "
               "better); text as perplexity bounds. kl, recon and aux are in nats per sequence "
-              "(per image) or per step (music, text). paper: the published number for the model "
+              "(per image) or per step (music, text); kl_static (a sequence-level latent's) per "
+              "sequence and kl_per_step per step, whatever the unit. paper: the published number for the model "
               "on that data set, in the same unit, only where the data is the data it was measured on. "
               "test_steps: the predicted test steps; data: a fingerprint of the data's content.", ""]  # fmt: skip
     return "\n".join(lines)
